@@ -1,0 +1,176 @@
+"""From a composed config to the parts of a run: data, objective, worker times, server rule,
+per-worker samplers and the evaluator. Everything here runs before any work starts, so every
+bad input is reported here as a one-line ConfigError."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models import datasets
+from models.objectives import NoisyQuadratic, Objective, Quadratic
+from pipeline import PROJECT_ROOT, ConfigError
+from pipeline.config import resolve_lr, validate
+from pipeline.evaluation import Evaluator
+from pipeline.methods import ServerRule, build_rule
+from pipeline.topology import JobTimes, mean_times
+
+DATA_DIR = PROJECT_ROOT / "data"
+DATA_OBJECTIVES = {"quadratic": Quadratic}
+SYNTHETIC_OBJECTIVES = {"noisy_quadratic": NoisyQuadratic}
+
+
+def stream(seed: int, purpose: int, worker: int = 0) -> np.random.Generator:
+    """The seeded generator for one purpose (1 times, 2 samples, 7 the rule) and worker."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(purpose, worker)))
+
+
+def dataset_path(cfg: Any) -> Path | None:
+    """The data file a run reads; built by the data step when it is the default and missing.
+    An explicit ``dataset.path`` that does not exist is an error."""
+    ds = cfg.dataset
+    if ds.name == "none":
+        return None
+    if ds.path:
+        path = Path(ds.path)
+        if not path.exists():
+            raise ConfigError(f"data file not found: {path} (dataset.path)")
+        return path
+    path = DATA_DIR / f"{ds.name}.npz"
+    if not path.exists():
+        if ds.name not in datasets.BUILDERS:
+            raise ConfigError(
+                f"unknown dataset {ds.name!r}; choose one of {', '.join(datasets.BUILDERS)}"
+            )
+        datasets.build(ds.name, path, seed=ds.seed, **dict(ds.params or {}))
+    return path
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} asked for, but CUDA is not available here")
+    return dev
+
+
+def build_objective(cfg: Any, path: Path | None) -> Objective:
+    oc = cfg.objective
+    dtype = torch.float64 if oc.dtype == "float64" else torch.float32
+    device = resolve_device(oc.device)
+    if oc.name in SYNTHETIC_OBJECTIVES:
+        try:
+            return SYNTHETIC_OBJECTIVES[oc.name](oc.dim, oc.sigma, oc.cond, dtype, device)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    if path is None:
+        raise ConfigError(f"objective {oc.name!r} needs data; dataset=none gives none")
+    arrays = datasets.load_npz(path)
+    if "X" not in arrays or "y" not in arrays:
+        raise ConfigError(f"{path} has no arrays X and y")
+    return DATA_OBJECTIVES[oc.name](arrays["X"], arrays["y"], dtype, device)
+
+
+def worker_rows(cfg: Any, objective: Objective) -> list[np.ndarray | None]:
+    """The rows each worker samples from (None: all rows)."""
+    return [None] * cfg.topology.n_workers
+
+
+def rennala_batch(opt: Any) -> int | None:
+    if opt.batch is not None:
+        return int(opt.batch)
+    if opt.target_eps is not None and opt.sigma2 is not None:
+        return max(1, math.ceil(opt.sigma2 / opt.target_eps))
+    return None
+
+
+@dataclass
+class Experiment:
+    """Everything a run needs, built and checked before any work starts."""
+
+    cfg: Any
+    objective: Objective
+    rule: ServerRule
+    times: JobTimes
+    rows: list[np.ndarray | None]
+    evaluator: Evaluator
+    data_path: Path | None
+    lr: float
+    eval_every: int
+
+    @property
+    def n_workers(self) -> int:
+        return self.rule.n
+
+    def samplers(self) -> list:
+        bs = self.cfg.batch_size
+        return [
+            self.objective.sampler(rows, bs, stream(self.cfg.seed, 2, w))
+            for w, rows in enumerate(self.rows)
+        ]
+
+
+def build_times(cfg: Any) -> JobTimes:
+    t = cfg.topology
+    try:
+        taus = mean_times(
+            t.name,
+            t.n_workers,
+            t.tau,
+            stragglers=t.stragglers,
+            factor=t.factor,
+            fraction_fast=t.fraction_fast,
+            tau_fast=t.tau_fast,
+            tau_slow=t.tau_slow,
+            times=list(t.times) if t.times is not None else None,
+        )
+        return JobTimes(taus, t.noise, cfg.seed, gamma_shape=t.gamma_shape, jitter=t.jitter)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def build_experiment(cfg: Any) -> Experiment:
+    validate(cfg)
+    lr = resolve_lr(cfg)
+    n = cfg.topology.n_workers
+    times = build_times(cfg)
+    opt = cfg.optimizer
+    options = {
+        "stepsize": opt.stepsize,
+        "threshold": opt.threshold,
+        "batch": rennala_batch(opt),
+        "stop_stale": opt.stop_stale,
+    }
+    try:
+        rule = build_rule(opt.name, n, lr, options, cfg.seed)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    path = dataset_path(cfg)
+    objective = build_objective(cfg, path)
+    rows = worker_rows(cfg, objective)
+    bs = cfg.batch_size
+    if bs is not None and objective.n_rows:
+        smallest = min(objective.n_rows if r is None else len(r) for r in rows)
+        if bs > smallest:
+            raise ConfigError(
+                f"batch_size={bs} is larger than the dataset ({smallest} rows per worker)"
+            )
+    f_star = objective.optimum()
+    evaluator = Evaluator(objective, f_star)
+    eval_every = cfg.eval_every or auto_eval_every(cfg, rule, times)
+    return Experiment(cfg, objective, rule, times, rows, evaluator, path, lr, eval_every)
+
+
+def auto_eval_every(cfg: Any, rule: ServerRule, times: JobTimes, points: int = 200) -> int:
+    """About ``points`` evaluations over the run's expected number of updates."""
+    if cfg.budget.gradients is not None:
+        grads = cfg.budget.gradients
+    else:
+        grads = cfg.budget.time * float(np.sum(1.0 / times.taus))
+    return max(1, int(grads * rule.updates_per_gradient / points))

@@ -1,0 +1,70 @@
+"""The protocol every server rule speaks, independent of clocks, processes and sockets.
+
+An engine tells a rule "a gradient arrived from worker w, computed at version v"; the rule answers
+with a :class:`Decision`. The engine then carries it out:
+
+1. the gradient is added to the server's accumulator with coefficient ``weight`` (0 = discarded);
+2. if ``step``, the server applies the accumulator: x_{k+1} = x_k - sum(weight_i * g_i), k += 1;
+3. the running jobs of the workers in ``cancel`` are cancelled (their results never reach the rule);
+4. each worker in ``assign`` gets a new job at the server's current version (after the step). A job
+   given to a worker that is still busy waits in that worker's FIFO queue.
+
+A rule keeps its own count of versions (it decides every step), so it can compute delays itself.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import NamedTuple
+
+
+class Decision(NamedTuple):
+    delay: int
+    weight: float
+    step: bool
+    assign: tuple[int, ...] = ()
+    cancel: tuple[int, ...] = ()
+
+    @property
+    def applied(self) -> bool:
+        return self.weight != 0.0
+
+
+class ServerRule(ABC):
+    """One method of METHODS.md, written once and run unchanged by every engine."""
+
+    #: registry name (the ``optimizer=`` choice)
+    name: str = ""
+
+    def __init__(self, n_workers: int, lr: float):
+        if n_workers < 1:
+            raise ValueError(f"n_workers must be >= 1, got {n_workers}")
+        if not lr > 0:
+            raise ValueError(f"stepsize must be positive, got {lr}")
+        self.n = n_workers
+        self.lr = float(lr)
+        self.version = 0
+        self._solo = tuple((w,) for w in range(n_workers))
+        self._everyone = tuple(range(n_workers))
+
+    def start(self) -> tuple[int, ...]:
+        """Workers that get a job at x_0 when the run starts (default: all of them)."""
+        return self._everyone
+
+    @abstractmethod
+    def on_gradient(self, worker: int, version: int) -> Decision:
+        """A gradient computed at ``version`` arrived from ``worker``; decide what to do."""
+
+    def on_worker_lost(self, worker: int) -> Decision | None:
+        """A worker died. Return a decision to carry out (e.g. a step with what is buffered), or
+        None. Raise RuntimeError if the method cannot go on without it."""
+        return None
+
+    @property
+    def updates_per_gradient(self) -> float:
+        """Expected server updates per computed gradient (used to space evaluations)."""
+        return 1.0
+
+    def describe(self) -> dict[str, object]:
+        """Resolved hyper-parameters, for records and tracking."""
+        return {"lr": self.lr}

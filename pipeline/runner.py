@@ -1,0 +1,149 @@
+"""Run one composed configuration: build, run the engine, write the records, log to MLflow."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from pipeline.build import Experiment, build_experiment
+from pipeline.engines.base import EvalSchedule, RunResult
+from pipeline.progress import progress_enabled
+from pipeline.records import RunRecorder, write_summary
+from pipeline.topology import describe_times
+from pipeline.tracking import NullTracker, flatten, make_tracker
+
+log = logging.getLogger(__name__)
+
+
+def make_engine(exp: Experiment, recorder: RunRecorder, schedule: EvalSchedule, trace=False):
+    cfg = exp.cfg
+    if cfg.engine.name == "sim":
+        from pipeline.engines.sim import SimEngine
+
+        return SimEngine(
+            exp.rule,
+            exp.objective,
+            exp.times,
+            exp.samplers(),
+            recorder,
+            schedule,
+            budget_gradients=cfg.budget.gradients,
+            budget_time=cfg.budget.time,
+            progress=progress_enabled(cfg.progress),
+            trace_iterates=trace,
+        )
+    raise ValueError(f"unknown engine {cfg.engine.name!r}")
+
+
+def run_experiment(
+    cfg: Any, outdir: str | Path, choices: dict[str, str] | None = None, trace: bool = False
+) -> tuple[dict, RunResult | None]:
+    """Run ``cfg`` and write its records into ``outdir``; returns (summary, result)."""
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    exp = build_experiment(cfg)  # raises ConfigError before any work
+    torch.set_num_threads(cfg.threads)
+    choices = dict(choices or {})
+    method = cfg.optimizer.name
+    topology = cfg.topology.name
+    time_kind = "simulated" if cfg.engine.name == "sim" else "wall"
+    params = flatten(OmegaConf.to_container(cfg, resolve=True))
+    params.update({f"resolved.{k}": v for k, v in exp.rule.describe().items()})
+    params["resolved.eval_every"] = exp.eval_every
+    params.update({f"times.{k}": v for k, v in describe_times(exp.times.taus).items()})
+    tags = {
+        "method": method,
+        "topology": topology,
+        "engine": cfg.engine.name,
+        "objective": cfg.objective.name,
+        "dataset": cfg.dataset.name,
+        "preset": choices.get("experiment") or "none",
+    }
+    run_name = f"{method} {topology} n={exp.n_workers} seed={cfg.seed}"
+    tracker = make_tracker(
+        cfg, run_name, params, tags, "sim_time" if time_kind == "simulated" else "wall_time"
+    )
+    recorder = RunRecorder(outdir, on_history=tracker.log_history)
+    schedule = EvalSchedule(exp.evaluator, recorder, exp.eval_every)
+    engine = make_engine(exp, recorder, schedule, trace=trace)
+    started = time.perf_counter()
+    result: RunResult | None = None
+    status, error = "failed", None
+    try:
+        result = engine.run()
+        status = result.status
+    except KeyboardInterrupt:
+        status, error = "killed", "interrupted"
+        raise
+    except Exception as e:
+        error = f"{type(e).__name__}: {e}"
+        raise
+    finally:
+        wall = time.perf_counter() - started
+        result = result or getattr(engine, "result", None)
+        try:
+            recorder.close()
+        finally:
+            summary = summarize(exp, result, recorder, status, wall, tracker, time_kind, error)
+            write_summary(outdir, summary)
+            files = [outdir / f for f in ("summary.json", "history.csv", "events.csv")]
+            files.append(outdir / ".hydra" / "config.yaml")
+            tracker.finish(summary, outdir, files)
+    if status == "diverged":
+        log.warning("%s diverged (loss not finite); see %s", run_name, outdir / "summary.json")
+    return summary, result
+
+
+def summarize(
+    exp: Experiment,
+    result: RunResult | None,
+    recorder: RunRecorder,
+    status: str,
+    wall: float,
+    tracker: Any,
+    time_kind: str,
+    error: str | None,
+) -> dict:
+    cfg = exp.cfg
+    final = (result.final if result else None) or recorder.last_history or {}
+    f_star = exp.evaluator.f_star
+    summary = {
+        "method": cfg.optimizer.name,
+        "engine": cfg.engine.name,
+        "objective": cfg.objective.name,
+        "dataset": cfg.dataset.name,
+        "topology": cfg.topology.name,
+        "noise": cfg.topology.noise,
+        "n_workers": exp.n_workers,
+        "seed": cfg.seed,
+        "lr": exp.lr,
+        "batch_size": cfg.batch_size,
+        "eval_every": exp.eval_every,
+        "gradients": result.gradients if result else recorder.n_events,
+        "updates": result.updates if result else None,
+        "applied": recorder.n_applied,
+        "discarded": recorder.n_events - recorder.n_applied,
+        "cancelled": result.cancelled if result else None,
+        "final_loss": final.get("loss"),
+        "final_suboptimality": final.get("suboptimality"),
+        "f_star": f_star,
+        "time_kind": time_kind,
+        "sim_time": (result.time if result else None) if time_kind == "simulated" else None,
+        "wall_time_s": wall,
+        "max_delay": recorder.max_delay,
+        "mean_delay": recorder.mean_delay,
+        "dataset_file": str(exp.data_path) if exp.data_path else None,
+        "mlflow_run_id": tracker.run_id if not isinstance(tracker, NullTracker) else None,
+        "status": status,
+    }
+    summary.update({f"rule_{k}": v for k, v in exp.rule.describe().items() if k != "lr"})
+    if time_kind == "wall" and result:
+        summary["run_time_s"] = result.time
+    if error:
+        summary["error"] = error
+    return summary

@@ -1,0 +1,131 @@
+"""Entry point: ``python -m pipeline.train [overrides]`` (add ``-m`` for a multirun sweep).
+
+Before Hydra starts any job, every job's configuration is composed and checked (a preflight):
+an unknown option, a typo, a wrong type or a bad value is reported as one line on stderr with
+exit code 2, and nothing runs. The default data file is built here too, once, before parallel
+jobs could race for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from pipeline import CONF_DIR, ConfigError
+from pipeline.config import register
+
+register()
+log = logging.getLogger("pipeline.train")
+MAX_PREFLIGHT_JOBS = 512
+
+
+def _one_line(e: BaseException) -> str:
+    from hydra.errors import MissingConfigException
+
+    if isinstance(e, MissingConfigException) and e.options:
+        head = str(e).strip().splitlines()[0]
+        return f"{head}; available: {', '.join(sorted(e.options))}"
+    parts = []
+    while e is not None:
+        text = " ".join(str(e).split())
+        if text and text not in parts:
+            parts.append(text)
+        e = e.__cause__ or (e.__context__ if not e.__suppress_context__ else None)
+    return ": ".join(parts) or "invalid configuration"
+
+
+def _job_overrides(argv: list[str]) -> tuple[list[list[str]], str]:
+    """Split command-line overrides into one list per job, the way Hydra's basic sweeper does."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    config_name = "config"
+    args: list[str] = []
+    it = iter(argv)
+    for a in it:
+        if a in ("-cn", "--config-name"):
+            config_name = next(it, config_name)
+        elif a.startswith("--config-name="):
+            config_name = a.split("=", 1)[1]
+        elif a in ("-cp", "--config-path", "-cd", "--config-dir"):
+            next(it, None)
+        elif a.startswith("-"):
+            continue
+        elif not (a.startswith("hydra.") or a.startswith("hydra/") or a.startswith("+hydra")):
+            args.append(a)
+    parsed = OverridesParser.create().parse_overrides(args)
+    return BasicSweeper.split_arguments(parsed, None)[0], config_name
+
+
+def preflight(argv: list[str]) -> int:
+    """Compose and validate every job's config; returns the number of jobs checked."""
+    from hydra import compose, initialize_config_dir
+
+    from pipeline.build import dataset_path
+    from pipeline.config import validate
+
+    try:
+        jobs, config_name = _job_overrides(argv)
+    except Exception as e:
+        raise ConfigError(f"cannot parse overrides: {_one_line(e)}") from None
+    built: set = set()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        for overrides in jobs[:MAX_PREFLIGHT_JOBS]:
+            try:
+                cfg = compose(config_name=config_name, overrides=overrides)
+            except Exception as e:
+                raise ConfigError(_one_line(e)) from None
+            validate(cfg)
+            key = (cfg.dataset.name, cfg.dataset.path, cfg.dataset.seed)
+            if key not in built:
+                dataset_path(cfg)
+                built.add(key)
+    return len(jobs)
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base=None)
+def hydra_main(cfg: DictConfig) -> float | None:
+    from pipeline.runner import run_experiment
+
+    hc = HydraConfig.get()
+    try:
+        summary, _ = run_experiment(cfg, hc.runtime.output_dir, dict(hc.runtime.choices))
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    log.info(
+        "%s: %s after %d gradients, %d updates; loss %.6g, F-F* %s -> %s",
+        summary["method"],
+        summary["status"],
+        summary["gradients"],
+        summary["updates"] or 0,
+        summary["final_loss"] if summary["final_loss"] is not None else float("nan"),
+        summary["final_suboptimality"],
+        hc.runtime.output_dir,
+    )
+    return summary["final_suboptimality"]
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    info_only = any(
+        a in ("--help", "-h", "--hydra-help", "--info", "--cfg", "-c")
+        or a.startswith("--info")
+        or a.startswith("--cfg")
+        for a in argv
+    )
+    if not info_only:
+        try:
+            preflight(argv)
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+    hydra_main()
+
+
+if __name__ == "__main__":
+    main()
