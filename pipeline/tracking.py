@@ -140,7 +140,8 @@ class MlflowTracker:
         finals = [
             Metric(k, float(v), now, step)
             for k, v in sorted(summary.items())
-            if _finite(v) and k not in ("n_workers", "seed", "mlflow_run_id")
+            # history already carries time and gradients at the final step
+            if _finite(v) and k not in ("n_workers", "seed", "sim_time", "gradients")
         ]
         try:
             self._log_metrics(finals)
