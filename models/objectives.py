@@ -70,6 +70,30 @@ class RowSampler:
         return out
 
 
+class NoiseSampler:
+    """sigma * N(0, I) vectors, drawn in small blocks (thousands of workers each hold one)."""
+
+    BLOCK = 16
+
+    def __init__(self, rng: np.random.Generator, dim: int, sigma: float, dtype, device, shift=None):
+        self.rng, self.dim, self.sigma = rng, dim, sigma
+        self.dtype, self.device = dtype, device
+        self.shift = shift  # added to every vector (lets an objective fold a constant in)
+        self._block = torch.empty(0)
+        self._i = self.BLOCK
+
+    def __call__(self) -> torch.Tensor:
+        if self._i == self.BLOCK:
+            z = self.rng.standard_normal((self.BLOCK, self.dim))
+            z *= self.sigma
+            self._block = torch.as_tensor(z, dtype=self.dtype, device=self.device)
+            if self.shift is not None:
+                self._block += self.shift
+            self._i = 0
+        self._i += 1
+        return self._block[self._i - 1]
+
+
 class DataObjective(Objective):
     """An objective over rows of a design matrix ``X`` with targets ``y``."""
 
@@ -101,6 +125,7 @@ class Quadratic(DataObjective):
         super().__init__(X, y, dtype, device)
         self.dim = int(self.X.shape[1])
         self._f_star: float | None = None
+        self._rows = torch.empty(0, dtype=dtype, device=self.device)  # reused gather buffer
 
     def loss(self, x: torch.Tensor) -> float:
         r = torch.mv(self.X, x) - self.y
@@ -110,8 +135,14 @@ class Quadratic(DataObjective):
         if sample is None:
             Xb, yb = self.X, self.y
         else:
-            Xb, yb = self.X.index_select(0, sample), self.y.index_select(0, sample)
-        r = torch.mv(Xb, x) - yb
+            # gather into a reused buffer: a fresh 256 x 400 block per call costs page faults
+            if self._rows.shape[0] != sample.shape[0]:
+                self._rows = torch.empty(
+                    sample.shape[0], self.dim, dtype=self.dtype, device=self.device
+                )
+            Xb = torch.index_select(self.X, 0, sample, out=self._rows)
+            yb = self.y.index_select(0, sample)
+        r = torch.mv(Xb, x).sub_(yb)
         return torch.mv(Xb.t(), r).div_(Xb.shape[0])
 
     def solution(self) -> torch.Tensor:
@@ -135,7 +166,6 @@ class NoisyQuadratic(Objective):
     gradient is grad f(x) + sigma * N(0, I). No data; F* = 0; x_0 = 0."""
 
     name = "noisy_quadratic"
-    _BLOCK = 256
 
     def __init__(self, dim=10, sigma=1.0, cond=10.0, dtype=torch.float64, device="cpu"):
         if dim < 1 or sigma < 0 or cond < 1:
@@ -144,28 +174,20 @@ class NoisyQuadratic(Objective):
         self.device = torch.device(device)
         self.h = torch.linspace(1.0 / cond, 1.0, self.dim, dtype=dtype, device=self.device)
         self.x_star = torch.ones(self.dim, dtype=dtype, device=self.device)
+        self._offset = -self.h * self.x_star
 
     def loss(self, x):
         e = x - self.x_star
         return 0.5 * float(torch.dot(self.h * e, e))
 
     def grad(self, x, sample):
-        g = self.h * (x - self.x_star)
-        return g if sample is None else g.add_(sample)
+        # a sample is sigma * z - h * x_star, so one fused op gives h * (x - x_star) + sigma * z
+        return torch.addcmul(self._offset if sample is None else sample, self.h, x)
 
     def sampler(self, rows, batch_size, rng):
         if self.sigma == 0:
             return lambda: None
-        block: list[torch.Tensor] = []
-
-        def draw() -> torch.Tensor:
-            if not block:
-                z = rng.standard_normal((self._BLOCK, self.dim)) * self.sigma
-                block.extend(torch.as_tensor(z, dtype=self.dtype, device=self.device).unbind(0))
-                block.reverse()
-            return block.pop()
-
-        return draw
+        return NoiseSampler(rng, self.dim, self.sigma, self.dtype, self.device, self._offset)
 
     def optimum(self):
         return 0.0

@@ -46,7 +46,7 @@ class RunRecorder:
         )
         self._events: list[tuple] = []
         self._history: list[dict] = []
-        self._flush_every = flush_every
+        self.flush_every = flush_every
         self._on_history = on_history
         self.n_events = 0
         self.n_applied = 0
@@ -60,11 +60,15 @@ class RunRecorder:
         self._history_writer.writerow(self.history_columns)
         self._closed = False
 
-    # hot path: one call per arriving gradient
     def event(self, worker: int, version: int, delay: int, lr: float, time: float) -> None:
         self._events.append((worker, version, delay, lr, time))
-        if len(self._events) >= self._flush_every:
+        if len(self._events) >= self.flush_every:
             self.flush_events()
+
+    def buffer(self) -> list[tuple]:
+        """The list that rows (worker, version, delay, lr, time) are appended to; an engine's hot
+        loop appends directly and calls :meth:`flush_events` every ``flush_every`` rows."""
+        return self._events
 
     def flush_events(self) -> None:
         rows = self._events

@@ -74,7 +74,7 @@ class JobTimes:
     - ``halfnormal``: d = tau_i + |N(0, (jitter * tau_i)^2)|
     """
 
-    _BLOCK = 256
+    _BLOCK = 32  # draws per refill; thousands of workers each hold one block
 
     def __init__(
         self,

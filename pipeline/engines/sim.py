@@ -97,7 +97,10 @@ class SimEngine:
                 q.append(v)
 
         status = "finished"
-        event = recorder.event
+        events = recorder.buffer()  # rows (worker, version, delay, lr, time), flushed in chunks
+        flush_at = recorder.flush_every
+        every = schedule.every
+        next_eval = every
         schedule.record(server.x, 0, 0, 0.0)
         try:
             for w in rule.start():
@@ -112,18 +115,20 @@ class SimEngine:
                 now = t
                 running[w] = -1
                 v = job_version[w]
-                d = rule.on_gradient(w, v)
-                weight = d.weight
+                delay, weight, step, assigned, cancel = rule.on_gradient(w, v)
                 if weight:
-                    server.add(weight, grad(server.point(v), job_sample[w]), d.step)
-                elif d.step:
+                    server.add(weight, grad(server.point(v), job_sample[w]), step)
+                elif step:
                     server.step()
                 server.release(v)
                 job_sample[w] = None
                 gradients += 1
-                event(w, v, d.delay, weight, t)
-                if d.cancel:
-                    for u in d.cancel:
+                events.append((w, v, delay, weight, t))
+                if len(events) >= flush_at:
+                    recorder.flush_events()
+                    events = recorder.buffer()
+                if cancel:
+                    for u in cancel:
                         if running[u] >= 0:
                             running[u] = -1
                             job_sample[u] = None
@@ -132,16 +137,17 @@ class SimEngine:
                             q = queues[u]
                             if q:
                                 start(u, q.popleft())
-                for u in d.assign:
+                for u in assigned:
                     assign(u)
                 if running[w] < 0:
                     q = queues[w]
                     if q:
                         start(w, q.popleft())
-                if d.step:
+                if step:
                     if iterates is not None:
                         iterates.append(server.x)
-                    if schedule.due(server.version):
+                    if server.version >= next_eval:
+                        next_eval = server.version + every
                         schedule.record(server.x, server.version, gradients, now)
                         if schedule.diverged:
                             status = "diverged"
