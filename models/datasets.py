@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,9 +34,94 @@ def small_lstsq(seed: int = 0, n_rows: int = 64, dim: int = 4, noise: float = 0.
     return {"X": X, "y": y, "x_true": x_true}
 
 
+def _train_test(X, y, seed: int, test_fraction: float, image_shape=None) -> Arrays:
+    """Stratified seeded train/test split; features standardised with training statistics."""
+    rng = np.random.default_rng(seed)
+    test = np.zeros(len(y), dtype=bool)
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        test[idx[: int(round(test_fraction * len(idx)))]] = True
+    X = np.asarray(X, dtype=np.float64)
+    mean = X[~test].mean(axis=0)
+    std = X[~test].std(axis=0)
+    std[std == 0] = 1.0
+    X = (X - mean) / std
+    out = {
+        "X": X[~test],
+        "y": np.asarray(y[~test], dtype=np.int64),
+        "X_test": X[test],
+        "y_test": np.asarray(y[test], dtype=np.int64),
+    }
+    if image_shape is not None:
+        out["image_shape"] = np.asarray(image_shape, dtype=np.int64)
+    return out
+
+
+def synthetic_classification(
+    seed: int = 0, n_rows: int = 3000, dim: int = 20, classes: int = 4, test_fraction: float = 0.2
+) -> Arrays:
+    """Seeded Gaussian clusters (scikit-learn's make_classification)."""
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(
+        n_samples=n_rows, n_features=dim, n_informative=min(dim, 10), n_redundant=0,
+        n_classes=classes, n_clusters_per_class=2, class_sep=1.0, random_state=seed,
+    )  # fmt: skip
+    return _train_test(X, y, seed, test_fraction)
+
+
+def _sklearn_bundled(loader: str, seed: int, test_fraction: float, image_shape=None) -> Arrays:
+    import sklearn.datasets
+
+    d = getattr(sklearn.datasets, loader)()  # shipped inside scikit-learn: no download
+    return _train_test(d.data, d.target, seed, test_fraction, image_shape)
+
+
+def digits(seed: int = 0, test_fraction: float = 0.2) -> Arrays:
+    """scikit-learn's 8 x 8 handwritten digits (1797 images, 10 classes)."""
+    return _sklearn_bundled("load_digits", seed, test_fraction, image_shape=(1, 8, 8))
+
+
+def breast_cancer(seed: int = 0, test_fraction: float = 0.2) -> Arrays:
+    return _sklearn_bundled("load_breast_cancer", seed, test_fraction)
+
+
+def wine(seed: int = 0, test_fraction: float = 0.2) -> Arrays:
+    return _sklearn_bundled("load_wine", seed, test_fraction)
+
+
+def mnist1d(seed: int = 0, num_samples: int = 5000) -> Arrays:
+    """MNIST-1D generated offline by the mnist1d package (its make_dataset; never its download
+    path). Its own train/test split (80/20); features standardised with training statistics."""
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.seed = seed
+    args.num_samples = num_samples
+    state = np.random.get_state()  # make_dataset seeds numpy's global generator
+    try:
+        d = make_dataset(args)
+    finally:
+        np.random.set_state(state)
+    X, Xt = np.asarray(d["x"], np.float64), np.asarray(d["x_test"], np.float64)
+    mean, std = X.mean(axis=0), X.std(axis=0)
+    std[std == 0] = 1.0
+    return {
+        "X": (X - mean) / std,
+        "y": np.asarray(d["y"], np.int64),
+        "X_test": (Xt - mean) / std,
+        "y_test": np.asarray(d["y_test"], np.int64),
+    }
+
+
 BUILDERS: dict[str, Callable[..., Arrays]] = {
     "lstsq_paper": lstsq_paper,
     "small_lstsq": small_lstsq,
+    "synthetic_classification": synthetic_classification,
+    "digits": digits,
+    "breast_cancer": breast_cancer,
+    "wine": wine,
+    "mnist1d": mnist1d,
 }
 
 
@@ -46,7 +132,12 @@ def save_npz(arrays: Arrays, path: str | os.PathLike) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp.npz", dir=path.parent)
     os.close(fd)
     try:
-        np.savez(tmp, **arrays)
+        # a fixed timestamp in the zip entries makes the file byte-identical across builds
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+            for name in sorted(arrays):
+                info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                with zf.open(info, "w", force_zip64=True) as f:
+                    np.lib.format.write_array(f, np.asarray(arrays[name]), allow_pickle=False)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -13,16 +13,17 @@ import numpy as np
 import torch
 
 from models import datasets
-from models.objectives import NoisyQuadratic, Objective, Quadratic
+from models.objectives import CNN, MLP, LogReg, NoisyQuadratic, Objective, Quadratic
 from pipeline import PROJECT_ROOT, ConfigError
 from pipeline.config import resolve_lr, validate
 from pipeline.evaluation import Evaluator
 from pipeline.methods import ServerRule, build_rule
+from pipeline.splits import class_counts, split_rows
 from pipeline.topology import JobTimes, mean_times
 
 DATA_DIR = PROJECT_ROOT / "data"
-DATA_OBJECTIVES = {"quadratic": Quadratic}
 SYNTHETIC_OBJECTIVES = {"noisy_quadratic": NoisyQuadratic}
+CLASSIFIERS = ("logreg", "mlp", "cnn")
 
 
 def stream(seed: int, purpose: int, worker: int = 0) -> np.random.Generator:
@@ -71,15 +72,43 @@ def build_objective(cfg: Any, path: Path | None) -> Objective:
             raise ConfigError(str(e)) from None
     if path is None:
         raise ConfigError(f"objective {oc.name!r} needs data; dataset=none gives none")
-    arrays = datasets.load_npz(path)
-    if "X" not in arrays or "y" not in arrays:
+    a = datasets.load_npz(path)
+    if "X" not in a or "y" not in a:
         raise ConfigError(f"{path} has no arrays X and y")
-    return DATA_OBJECTIVES[oc.name](arrays["X"], arrays["y"], dtype, device)
+    X, y = a["X"], a["y"]
+    if oc.name == "quadratic":
+        return Quadratic(X, y, dtype, device)
+    if not np.issubdtype(y.dtype, np.integer):
+        raise ConfigError(
+            f"objective {oc.name!r} is a classifier but dataset {cfg.dataset.name!r} has "
+            "real-valued targets; use objective=quadratic"
+        )
+    test = {"X_test": a.get("X_test"), "y_test": a.get("y_test")}
+    common = dict(dtype=dtype, device=device, seed=oc.init_seed, **test)
+    try:
+        if oc.name == "logreg":
+            return LogReg(X, y, l2=1e-3 if oc.l2 is None else oc.l2, **common)
+        if oc.name == "mlp":
+            return MLP(X, y, l2=oc.l2 or 0.0, hidden=tuple(oc.hidden), **common)
+        if "image_shape" not in a:
+            raise ConfigError(
+                f"objective cnn needs image-shaped data; dataset {cfg.dataset.name!r} is tabular "
+                "(use digits, or objective=mlp)"
+            )
+        return CNN(X, y, a["image_shape"], l2=oc.l2 or 0.0, channels=oc.channels, **common)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def worker_rows(cfg: Any, objective: Objective) -> list[np.ndarray | None]:
     """The rows each worker samples from (None: all rows)."""
-    return [None] * cfg.topology.n_workers
+    ds, n = cfg.dataset, cfg.topology.n_workers
+    if ds.split != "none" and not objective.n_rows:
+        raise ConfigError(
+            f"dataset.split={ds.split} needs a dataset; objective {cfg.objective.name} has none"
+        )
+    y = objective.y.cpu().numpy() if objective.n_rows else np.zeros(0)
+    return split_rows(y, n, ds.split, ds.alpha, ds.seed)
 
 
 def rennala_batch(opt: Any) -> int | None:
@@ -103,6 +132,11 @@ class Experiment:
     data_path: Path | None
     lr: float
     eval_every: int
+
+    def class_counts(self) -> list[list[int]] | None:
+        if not getattr(self.objective, "classification", False):
+            return None
+        return class_counts(self.objective.y.cpu().numpy(), self.rows)
 
     @property
     def n_workers(self) -> int:

@@ -23,6 +23,11 @@ class ObjectiveConfig:
     dim: int = 10
     sigma: float = 1.0
     cond: float = 10.0
+    # logreg, mlp, cnn
+    l2: float | None = None  # None: 1e-3 for logreg, 0 for mlp and cnn
+    hidden: list[int] = field(default_factory=lambda: [64, 64])  # mlp
+    channels: int = 32  # cnn
+    init_seed: int = 0  # the model's initial weights
 
 
 @dataclass
@@ -30,8 +35,8 @@ class DatasetConfig:
     name: str = "lstsq_paper"
     path: str | None = None  # None: data/<name>.npz, built by the data step when missing
     seed: int = 0  # the data's own seed, independent of the run's seed
-    split: str = "none"  # none: every worker sees all rows
-    alpha: float = 1.0
+    split: str = "none"  # none (every worker sees all rows) | iid | label_sorted | dirichlet
+    alpha: float = 1.0  # dirichlet concentration
     params: dict[str, Any] = field(default_factory=dict)  # builder arguments (n_rows, dim, ...)
 
 
@@ -143,6 +148,14 @@ def validate(cfg: Any) -> None:
         cfg.objective.dtype in ("float32", "float64"),
         f"objective.dtype must be float32 or float64, got {cfg.objective.dtype!r}",
     )
+    from pipeline.splits import SPLITS
+
+    ds = cfg.dataset
+    _need(
+        ds.split in SPLITS, f"unknown dataset.split={ds.split!r}; choose one of {', '.join(SPLITS)}"
+    )
+    if ds.split == "dirichlet":
+        _need(ds.alpha > 0, f"dataset.alpha must be positive for split=dirichlet, got {ds.alpha}")
     _need(top.n_workers >= 1, f"topology.n_workers must be >= 1, got {top.n_workers}")
     _need(top.tau > 0, f"topology.tau must be positive, got {top.tau}")
     if top.name == "custom":

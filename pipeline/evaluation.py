@@ -10,17 +10,19 @@ from models.objectives import Objective
 
 
 class Evaluator:
-    """Metrics of an iterate: training loss and, where F* is known, F - F*."""
+    """Metrics of an iterate: training loss, F - F* where F* is known, the squared norm of the
+    full gradient, and test loss and accuracy for classifiers."""
 
     def __init__(self, objective: Objective, f_star: float | None):
         self.objective = objective
         self.f_star = f_star
-        self.extra_columns: tuple[str, ...] = ()
+        self.extra_columns: tuple[str, ...] = tuple(objective.metric_names)
 
     def __call__(self, x: torch.Tensor) -> dict[str, float | None]:
-        loss = self.objective.loss(x)
+        m = self.objective.metrics(x)
+        loss = m.pop("loss")
         sub = loss - self.f_star if self.f_star is not None else None
-        return {"loss": loss, "suboptimality": sub}
+        return {"loss": loss, "suboptimality": sub, **m}
 
     @staticmethod
     def diverged(metrics: dict) -> bool:

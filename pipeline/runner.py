@@ -68,7 +68,9 @@ def run_experiment(
     tracker = make_tracker(
         cfg, run_name, params, tags, "sim_time" if time_kind == "simulated" else "wall_time"
     )
-    recorder = RunRecorder(outdir, on_history=tracker.log_history)
+    recorder = RunRecorder(
+        outdir, extra_history=exp.evaluator.extra_columns, on_history=tracker.log_history
+    )
     schedule = EvalSchedule(exp.evaluator, recorder, exp.eval_every)
     engine = make_engine(exp, recorder, schedule, trace=trace)
     started = time.perf_counter()
@@ -131,6 +133,9 @@ def summarize(
         "cancelled": result.cancelled if result else None,
         "final_loss": final.get("loss"),
         "final_suboptimality": final.get("suboptimality"),
+        "final_grad_norm_sq": final.get("grad_norm_sq"),
+        "final_test_loss": final.get("test_loss"),
+        "final_test_accuracy": final.get("test_accuracy"),
         "f_star": f_star,
         "time_kind": time_kind,
         "sim_time": (result.time if result else None) if time_kind == "simulated" else None,
@@ -138,6 +143,9 @@ def summarize(
         "max_delay": recorder.max_delay,
         "mean_delay": recorder.mean_delay,
         "dataset_file": str(exp.data_path) if exp.data_path else None,
+        "split": cfg.dataset.split,
+        "worker_rows": [exp.objective.n_rows if r is None else len(r) for r in exp.rows],
+        "worker_class_counts": exp.class_counts(),
         "mlflow_run_id": tracker.run_id if not isinstance(tracker, NullTracker) else None,
         "status": status,
     }
