@@ -34,7 +34,7 @@ def test_documented_example_command_writes_the_records(tmp_path):
     assert events[0] == ",".join(EVENT_COLUMNS) and len(events) == 201
     assert events[1:4] == ["0,0,0,1,0.43,1.0", "1,0,1,1,0.43,1.5", "0,1,1,1,0.43,2.0"]
     history = read_history(run / "history.csv")
-    assert list(history[0]) == list(HISTORY_COLUMNS)
+    assert list(history[0]) == [*HISTORY_COLUMNS, "grad_norm_sq"]  # contract columns first
     assert [h["update"] for h in history] == list(range(201))  # eval_every=1, incl. update 0
     assert history[-1]["loss"] == pytest.approx(summary["final_loss"], rel=1e-12)
     assert history[-1]["loss"] < history[0]["loss"]
