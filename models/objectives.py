@@ -45,6 +45,11 @@ class Objective(ABC):
         """F*, when known."""
         return None
 
+    def theory_constants(self, batch_size: int | None) -> dict[str, float] | None:
+        """L, Delta = F(x_0) - F* and sigma^2 (variance of one stochastic gradient at x_0) where
+        they can be computed exactly; None otherwise."""
+        return None
+
     def full_grad(self, x: torch.Tensor) -> torch.Tensor:
         """The gradient of the full training objective."""
         return self.grad(x, None)
@@ -167,6 +172,18 @@ class Quadratic(DataObjective):
         r = torch.mv(Xb, x).sub_(yb)
         return torch.mv(Xb.t(), r).div_(Xb.shape[0])
 
+    def theory_constants(self, batch_size):
+        X = self.X.double().cpu()
+        y = self.y.double().cpu()
+        N = X.shape[0]
+        L = float(torch.linalg.eigvalsh(X.T @ X / N)[-1])
+        x0 = self.initial_point().double().cpu()
+        per_row = X * (X @ x0 - y)[:, None]  # gradients of the single-row losses
+        spread = float(((per_row - per_row.mean(0)) ** 2).sum(1).mean())
+        b = N if batch_size is None else batch_size
+        sigma2 = spread / b * (N - b) / max(N - 1, 1)  # rows drawn without replacement
+        return {"L": L, "delta": self.loss(x0) - self.optimum(), "sigma2": sigma2}
+
     def solution(self) -> torch.Tensor:
         X = self.X.double().cpu().numpy()
         y = self.y.double().cpu().numpy()
@@ -213,6 +230,13 @@ class NoisyQuadratic(Objective):
 
     def optimum(self):
         return 0.0
+
+    def theory_constants(self, batch_size):
+        return {
+            "L": float(self.h.max()),
+            "delta": self.loss(self.initial_point()),
+            "sigma2": self.dim * self.sigma**2,
+        }
 
 
 class ModuleObjective(DataObjective):

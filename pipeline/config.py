@@ -99,7 +99,9 @@ class Config:
     batch_size: int | None = 256  # None: full-batch gradients
     eval_every: int | None = None  # updates; None: about 200 evaluations per run
     seed: int = 0
+    target: float | None = None  # target F - F* (or loss): time-to-target and theory's eps
     lr_table: dict[str, float] = field(default_factory=dict)  # method -> tuned stepsize
+    lr_scale: float = 1.0  # multiplies the lr_table entry (a tuning grid sweeps this)
     progress: str = "auto"  # auto | on | off
     threads: int = 1  # torch intra-op threads in this process (small ops run fastest on 1)
 
@@ -197,6 +199,7 @@ def validate(cfg: Any) -> None:
         cfg.eval_every is None or cfg.eval_every >= 1,
         f"eval_every must be >= 1 or null, got {cfg.eval_every}",
     )
+    _need(cfg.target is None or cfg.target > 0, f"target must be positive, got {cfg.target}")
     _need(cfg.threads >= 1, f"threads must be >= 1, got {cfg.threads}")
     _need(
         cfg.progress in ("auto", "on", "off"),
@@ -210,7 +213,7 @@ def resolve_lr(cfg: Any) -> float:
         return float(cfg.optimizer.lr)
     table = cfg.lr_table or {}
     if cfg.optimizer.name in table:
-        return float(table[cfg.optimizer.name])
+        return float(table[cfg.optimizer.name]) * float(cfg.lr_scale)
     raise ConfigError(
         f"no stepsize for method {cfg.optimizer.name!r}: set optimizer.lr "
         f"(the experiment's lr_table has {sorted(table) or 'no entries'})"

@@ -13,7 +13,8 @@ from omegaconf import OmegaConf
 from pipeline.build import Experiment, build_experiment
 from pipeline.engines.base import EvalSchedule, RunResult
 from pipeline.progress import progress_enabled
-from pipeline.records import RunRecorder, write_summary
+from pipeline.records import RunRecorder, read_history, write_summary
+from pipeline.theory import predict
 from pipeline.topology import describe_times
 from pipeline.tracking import NullTracker, flatten, make_tracker
 
@@ -150,8 +151,36 @@ def summarize(
         "status": status,
     }
     summary.update({f"rule_{k}": v for k, v in exp.rule.describe().items() if k != "lr"})
+    summary.update(theory_summary(exp))
+    summary.update(time_to_target(recorder.outdir / "history.csv", cfg.target))
     if time_kind == "wall" and result:
         summary["run_time_s"] = result.time
     if error:
         summary["error"] = error
     return summary
+
+
+def theory_summary(exp: Experiment) -> dict:
+    """The fixed-model predictions for this run's worker times (keys ``theory_*``)."""
+    consts = exp.objective.theory_constants(exp.cfg.batch_size) or {}
+    p = predict(exp.times.taus, eps=exp.cfg.target, **consts)
+    out = {f"theory_{k}": v for k, v in p.items()}
+    out.update({f"theory_{k}": v for k, v in consts.items()})
+    return out
+
+
+def time_to_target(history: Path, target: float | None) -> dict:
+    """First evaluation at which F - F* (or the loss, where F* is unknown) is <= target."""
+    if target is None or not history.exists():
+        return {}
+    for row in read_history(history):
+        value = row["suboptimality"] if row["suboptimality"] is not None else row["loss"]
+        if value is not None and value <= target:
+            return {
+                "target": target,
+                "time_to_target": row["time"],
+                "gradients_to_target": int(row["gradients"]),
+                "updates_to_target": int(row["update"]),
+            }
+    return {"target": target, "time_to_target": None, "gradients_to_target": None,
+            "updates_to_target": None}  # fmt: skip
