@@ -18,6 +18,7 @@ SHORT = {  # preset -> (gradients, lowest acceptable test accuracy; chance is 0.
     "mlp_mnist1d": (3000, 0.3),
     "cnn_digits": (300, 0.5),
     "heterogeneous_digits": (1000, 0.5),
+    "scaling_sqrt": (2000, None),
 }
 
 
