@@ -10,11 +10,13 @@ import sys
 
 from models import datasets
 from pipeline import CONF_DIR, PROJECT_ROOT
+from pipeline.config import register
 
 
 def build_named(name: str, force: bool = True):
     from hydra import compose, initialize_config_dir
 
+    register()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         cfg = compose(config_name="config", overrides=["~experiment", f"dataset={name}"])
     path = PROJECT_ROOT / "data" / f"{name}.npz"

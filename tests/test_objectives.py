@@ -151,3 +151,20 @@ def test_split_errors():
         split_rows(y, 12, "dirichlet", alpha=0.01, seed=0)
     with pytest.raises(ConfigError, match="needs class labels"):
         split_rows(np.linspace(0, 1, 12), 2, "dirichlet")
+
+
+def test_data_step_cli_builds_from_the_dataset_config():
+    import subprocess
+    import sys
+
+    from pipeline import PROJECT_ROOT
+
+    out = subprocess.run([sys.executable, "-m", "pipeline.data", "small_lstsq"],
+                         capture_output=True, text=True, cwd=PROJECT_ROOT)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    path = PROJECT_ROOT / "data" / "small_lstsq.npz"
+    assert out.stdout.strip() == str(path)
+    assert datasets.load_npz(path)["X"].shape == (64, 4)  # conf/dataset/small_lstsq.yaml
+    bad = subprocess.run([sys.executable, "-m", "pipeline.data", "nope"],
+                         capture_output=True, text=True, cwd=PROJECT_ROOT)  # fmt: skip
+    assert bad.returncode == 2 and bad.stderr.startswith("error: name datasets from")
