@@ -1,6 +1,6 @@
 """The data step: build datasets into ``data/<name>.npz`` from their configs in conf/dataset/.
 
-    python -m pipeline.data lstsq_paper digits     # or --all
+python -m pipeline.data lstsq_paper digits     # or --all
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ def main(argv=None) -> None:
     names = list(datasets.BUILDERS) if a.all else a.names
     unknown = [n for n in names if n not in datasets.BUILDERS]
     if unknown or not names:
-        print(f"error: name datasets from {', '.join(datasets.BUILDERS)} (or --all)", file=sys.stderr)
+        names_ok = ", ".join(datasets.BUILDERS)
+        print(f"error: name datasets from {names_ok} (or --all)", file=sys.stderr)
         sys.exit(2)
     for n in names:
         print(build_named(n))

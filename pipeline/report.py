@@ -50,7 +50,20 @@ def _mean(values):
     return mean(vals) if vals and len(vals) == len(values) else None
 
 
-def table_rows(runs_by_topo: dict[str, list[dict]], tuned: dict) -> list[dict]:
+def grid_edges(tuned_file: dict) -> set[tuple[str, str]]:
+    """(topology, method) pairs whose selected stepsize is the largest or smallest tried."""
+    edges = set()
+    for topo, runs in (tuned_file.get("grid") or {}).items():
+        for method, lr in tuned_file["lr"].get(topo, {}).items():
+            tried = [r["lr"] for r in runs if r["method"] == method]
+            if len(tried) > 1 and lr in (min(tried), max(tried)):
+                edges.add((topo, method))
+    return edges
+
+
+def table_rows(
+    runs_by_topo: dict[str, list[dict]], tuned: dict, edges: set | frozenset = frozenset()
+) -> list[dict]:
     rows = []
     for topo, runs in runs_by_topo.items():
         by_m = defaultdict(list)
@@ -64,6 +77,7 @@ def table_rows(runs_by_topo: dict[str, list[dict]], tuned: dict) -> list[dict]:
                 "topology": topo,
                 "method": m,
                 "tuned_lr": tuned.get(topo, {}).get(m, g[0]["lr"]),
+                "lr_at_grid_edge": (topo, m) in edges,
                 "seeds": len(g),
                 "time_to_target": ttt[m],
                 "gradients_to_target": _mean([s.get("gradients_to_target") for s in g]),
@@ -199,7 +213,12 @@ def markdown(rows, scaling_rows, target, figures) -> str:
     lines += ["| " + " | ".join(h for _, h in COLUMNS) + " |",
               "|" + "---|" * len(COLUMNS)]  # fmt: skip
     for r in rows:
-        lines.append("| " + " | ".join(_fmt(r[k]) for k, _ in COLUMNS) + " |")
+        cells = [_fmt(r[k]) + ("*" if k == "tuned_lr" and r["lr_at_grid_edge"] else "")
+                 for k, _ in COLUMNS]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    if any(r["lr_at_grid_edge"] for r in rows):
+        lines += ["", "\\* selected at the edge of the tuning grid: the best stepsize may lie "
+                  "beyond it (widen `lr_scales` in params.yaml)."]  # fmt: skip
     if scaling_rows:
         methods = sorted({k[4:] for r in scaling_rows for k in r if k.startswith("ttt_")})
         lines += ["", "## Scaling with n (tau_i = sqrt(i), noisy quadratic)", "",
@@ -222,7 +241,7 @@ def build_report(results: Path) -> dict:
                     if p.is_dir() and load_runs(p)}  # fmt: skip
     if not runs_by_topo:
         raise SystemExit(f"error: no runs under {results / 'runs'}")
-    rows = table_rows(runs_by_topo, tuned["lr"])
+    rows = table_rows(runs_by_topo, tuned["lr"], grid_edges(tuned))
     written = []
     for topo, runs in runs_by_topo.items():
         p = figs / f"suboptimality_vs_gradients_{topo}.png"

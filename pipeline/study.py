@@ -8,7 +8,8 @@ Hydra multirun of ``pipeline.train`` into a fixed directory, driven by ``params.
 Tuning: per topology, one multirun over methods x ``lr_scale`` (lr = the preset's lr_table entry
 times the scale, a log-spaced grid). Per method, the selected stepsize reaches the target in the
 least simulated time; if none reaches it, the lowest final value wins; diverged runs are
-failures, never selected. Methods are then compared at their own tuned stepsizes.
+failures, never selected, and a method with no stable stepsize gets ``null`` (left out of the
+comparison runs). Methods are then compared at their own tuned stepsizes.
 """
 
 from __future__ import annotations
@@ -82,20 +83,21 @@ def _score(s: dict) -> tuple:
     return (ttt is None, ttt if ttt is not None else math.inf, final)
 
 
-def select(runs: list[dict]) -> dict[str, dict]:
-    """Per method, the best finished run (see module doc); raises when all of a method diverged."""
+def select(runs: list[dict]) -> dict[str, dict | None]:
+    """Per method, the best finished run (see module doc), or None when every stepsize tried
+    diverged or failed: a result to report, not a crash."""
     by_method: dict[str, list[dict]] = {}
     for s in runs:
         by_method.setdefault(s["method"], []).append(s)
-    chosen = {}
+    chosen: dict[str, dict | None] = {}
     for method, group in by_method.items():
         ok = [s for s in group if s["status"] == "finished"]
-        if not ok:
-            raise StudyError(
-                f"every stepsize diverged or failed for {method}: {[s['lr'] for s in group]}"
-            )
-        chosen[method] = min(ok, key=_score)
+        chosen[method] = min(ok, key=_score) if ok else None
     return chosen
+
+
+def _lr(run: dict | None) -> float | None:
+    return run["lr"] if run is not None else None
 
 
 def _common(profile: dict) -> list[str]:
@@ -117,7 +119,7 @@ def tune(profile: dict) -> dict:
             RESULTS / "tuning" / topo,
         )  # fmt: skip
         best = select(runs)
-        tuned[topo] = {m: best[m]["lr"] for m in profile["methods"]}
+        tuned[topo] = {m: _lr(best[m]) for m in profile["methods"]}
         table[topo] = [
             {
                 k: s.get(k)
@@ -135,10 +137,13 @@ def runs(profile: dict) -> list[dict]:
     tuned = json.loads((RESULTS / "tuned_lr.json").read_text())["lr"]
     all_runs = []
     for topo in profile["topologies"]:
-        lrs = [f"lr_table.{m}={tuned[topo][m]}" for m in profile["methods"]]
+        methods = [m for m in profile["methods"] if tuned[topo].get(m) is not None]
+        if not methods:
+            raise StudyError(f"no method has a stable stepsize on {topo}; widen lr_scales")
+        lrs = [f"lr_table.{m}={tuned[topo][m]}" for m in methods]
         all_runs += multirun(
             [*_common(profile), f"topology={topo}", "topology.noise=exponential", *lrs,
-             f"optimizer={','.join(profile['methods'])}",
+             f"optimizer={','.join(methods)}",
              f"seed={','.join(str(s) for s in profile['seeds'])}"],
             RESULTS / "runs" / topo,
         )  # fmt: skip
@@ -156,7 +161,7 @@ def scaling(profile: dict) -> dict:
              f"lr_scale={','.join(str(v) for v in sc['lr_scales'])}"],
             RESULTS / "scaling" / f"n{n}",
         )  # fmt: skip
-        chosen[str(n)] = {m: s["lr"] for m, s in select(runs).items()}
+        chosen[str(n)] = {m: _lr(s) for m, s in select(runs).items()}
     out = {"profile": profile["name"], "lr": chosen}
     _write_json(RESULTS / "scaling_lr.json", out)
     return out

@@ -7,7 +7,6 @@ event engine and the process engine see the same durations for the same jobs.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -145,5 +144,5 @@ def describe_times(taus: np.ndarray) -> dict[str, float]:
         "tau_max": float(t[-1]),
         "tau_harmonic": float(harmonic_prefix(t)[-1]),
         "tau_ratio_max_over_harmonic": float(t[-1] / harmonic_prefix(t)[-1]),
-        "n_workers": math.floor(len(t)),
+        "n_workers": len(t),
     }

@@ -33,9 +33,6 @@ class EvalSchedule:
         self.last_update = -1
         self.diverged = False
 
-    def due(self, update: int) -> bool:
-        return update % self.every == 0 and update != self.last_update
-
     def record(self, x: torch.Tensor, update: int, gradients: int, time: float) -> dict:
         metrics = self.evaluator(x)
         self.last_update = update
