@@ -184,12 +184,6 @@ class Quadratic(DataObjective):
         sigma2 = spread / b * (N - b) / max(N - 1, 1)  # rows drawn without replacement
         return {"L": L, "delta": self.loss(x0) - self.optimum(), "sigma2": sigma2}
 
-    def solution(self) -> torch.Tensor:
-        X = self.X.double().cpu().numpy()
-        y = self.y.double().cpu().numpy()
-        sol = np.linalg.lstsq(X, y, rcond=None)[0]
-        return torch.as_tensor(sol, dtype=self.dtype, device=self.device)
-
     def optimum(self) -> float:
         if self._f_star is None:
             X = self.X.double().cpu()

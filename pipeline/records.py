@@ -1,6 +1,7 @@
 """Run records, the contract other tools rely on. In a run's output directory:
 
-- ``events.csv``: one row per arriving gradient: ``worker,version,delay,applied,lr,time``;
+- ``events.csv``: one row per arriving gradient: ``worker,version,delay,applied,lr,time``
+  (engines append rows to :meth:`RunRecorder.buffer`);
 - ``history.csv``: ``update,gradients,time,loss,suboptimality`` (+ extra metrics), evaluated
   every ``eval_every`` updates and at the end;
 - ``summary.json``: totals and final values (see :func:`write_summary`).
@@ -59,11 +60,6 @@ class RunRecorder:
         self._history_writer = csv.writer(self._history_file, lineterminator="\n")
         self._history_writer.writerow(self.history_columns)
         self._closed = False
-
-    def event(self, worker: int, version: int, delay: int, lr: float, time: float) -> None:
-        self._events.append((worker, version, delay, lr, time))
-        if len(self._events) >= self.flush_every:
-            self.flush_events()
 
     def buffer(self) -> list[tuple]:
         """The list that rows (worker, version, delay, lr, time) are appended to; an engine's hot

@@ -15,7 +15,6 @@ from pipeline.engines.base import EvalSchedule, RunResult
 from pipeline.progress import progress_enabled
 from pipeline.records import RunRecorder, read_history, write_summary
 from pipeline.theory import predict
-from pipeline.topology import describe_times
 from pipeline.tracking import NullTracker, flatten, make_tracker
 
 log = logging.getLogger(__name__)
@@ -56,7 +55,6 @@ def run_experiment(
     params = flatten(OmegaConf.to_container(cfg, resolve=True))
     params.update({f"resolved.{k}": v for k, v in exp.rule.describe().items()})
     params["resolved.eval_every"] = exp.eval_every
-    params.update({f"times.{k}": v for k, v in describe_times(exp.times.taus).items()})
     tags = {
         "method": method,
         "topology": topology,

@@ -135,14 +135,3 @@ def harmonic_prefix(taus: Sequence[float]) -> np.ndarray:
     t = np.sort(np.asarray(taus, dtype=np.float64))
     m = np.arange(1, len(t) + 1)
     return m / np.cumsum(1.0 / t)
-
-
-def describe_times(taus: np.ndarray) -> dict[str, float]:
-    t = np.sort(taus)
-    return {
-        "tau_min": float(t[0]),
-        "tau_max": float(t[-1]),
-        "tau_harmonic": float(harmonic_prefix(t)[-1]),
-        "tau_ratio_max_over_harmonic": float(t[-1] / harmonic_prefix(t)[-1]),
-        "n_workers": len(t),
-    }

@@ -97,7 +97,7 @@ class MlflowTracker:
         time_metric: str = "sim_time",
         artifacts: bool = True,
     ):
-        from mlflow.entities import Param, RunTag
+        from mlflow.entities import Param
 
         self.client = client_for(uri)
         self.experiment_id = ensure_experiment(self.client, experiment)
@@ -112,7 +112,6 @@ class MlflowTracker:
         items = [Param(k, _param(v)) for k, v in sorted(params.items())]
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[i : i + 100])
-        self._tag = RunTag
 
     def _log_metrics(self, metrics: list) -> None:
         for i in range(0, len(metrics), _BATCH):
