@@ -83,3 +83,13 @@ def test_time_budget_stops_the_clock(tmp_path):
                "topology.noise=none")  # fmt: skip
     # rounds last exactly tau = 1: 30 rounds of 40 gradients fit in 30 seconds
     assert s["sim_time"] == 30 and s["updates"] == 30 and s["gradients"] == 1200
+
+
+def test_finite_blow_up_is_divergence(tmp_path):
+    # Ringmaster at 0.1 with delays up to R = 45 grows without bound (it reached 2e125 while
+    # staying finite before this rule existed); 1e6 x the first loss counts as diverged
+    s = _paper(tmp_path, "blow", "experiment=scaling_sqrt", "optimizer=ringmaster",
+               "optimizer.lr=0.1", "eval_every=100")  # fmt: skip
+    assert s["status"] == "diverged"
+    assert s["final_loss"] > 1e6 * read_history(tmp_path / "blow" / "history.csv")[0]["loss"]
+    assert s["gradients"] < 40000
