@@ -34,6 +34,14 @@ def small_lstsq(seed: int = 0, n_rows: int = 64, dim: int = 4, noise: float = 0.
     return {"X": X, "y": y, "x_true": x_true}
 
 
+def _standardize(X_train: np.ndarray, X_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Scale features with the training split's mean and standard deviation only."""
+    mean = X_train.mean(axis=0)
+    std = X_train.std(axis=0)
+    std[std == 0] = 1.0
+    return (X_train - mean) / std, (X_test - mean) / std
+
+
 def _train_test(X, y, seed: int, test_fraction: float, image_shape=None) -> Arrays:
     """Stratified seeded train/test split; features standardised with training statistics."""
     rng = np.random.default_rng(seed)
@@ -42,14 +50,11 @@ def _train_test(X, y, seed: int, test_fraction: float, image_shape=None) -> Arra
         idx = rng.permutation(np.flatnonzero(y == c))
         test[idx[: int(round(test_fraction * len(idx)))]] = True
     X = np.asarray(X, dtype=np.float64)
-    mean = X[~test].mean(axis=0)
-    std = X[~test].std(axis=0)
-    std[std == 0] = 1.0
-    X = (X - mean) / std
+    X_train, X_test = _standardize(X[~test], X[test])
     out = {
-        "X": X[~test],
+        "X": X_train,
         "y": np.asarray(y[~test], dtype=np.int64),
-        "X_test": X[test],
+        "X_test": X_test,
         "y_test": np.asarray(y[test], dtype=np.int64),
     }
     if image_shape is not None:
@@ -103,13 +108,11 @@ def mnist1d(seed: int = 0, num_samples: int = 5000) -> Arrays:
         d = make_dataset(args)
     finally:
         np.random.set_state(state)
-    X, Xt = np.asarray(d["x"], np.float64), np.asarray(d["x_test"], np.float64)
-    mean, std = X.mean(axis=0), X.std(axis=0)
-    std[std == 0] = 1.0
+    X, Xt = _standardize(np.asarray(d["x"], np.float64), np.asarray(d["x_test"], np.float64))
     return {
-        "X": (X - mean) / std,
+        "X": X,
         "y": np.asarray(d["y"], np.int64),
-        "X_test": (Xt - mean) / std,
+        "X_test": Xt,
         "y_test": np.asarray(d["y_test"], np.int64),
     }
 

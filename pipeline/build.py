@@ -4,7 +4,6 @@ bad input is reported here as a one-line ConfigError."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from pipeline.config import resolve_lr, validate
 from pipeline.evaluation import Evaluator
 from pipeline.methods import ServerRule, build_rule
 from pipeline.splits import class_counts, split_rows
+from pipeline.theory import optimal_batch
 from pipeline.topology import JobTimes, mean_times
 
 DATA_DIR = PROJECT_ROOT / "data"
@@ -115,7 +115,7 @@ def rennala_batch(opt: Any) -> int | None:
     if opt.batch is not None:
         return int(opt.batch)
     if opt.target_eps is not None and opt.sigma2 is not None:
-        return max(1, math.ceil(opt.sigma2 / opt.target_eps))
+        return optimal_batch(opt.sigma2, opt.target_eps)
     return None
 
 
