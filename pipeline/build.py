@@ -100,9 +100,9 @@ def build_objective(cfg: Any, path: Path | None) -> Objective:
         raise ConfigError(str(e)) from None
 
 
-def worker_rows(cfg: Any, objective: Objective) -> list[np.ndarray | None]:
+def worker_rows(cfg: Any, objective: Objective, n: int) -> list[np.ndarray | None]:
     """The rows each worker samples from (None: all rows)."""
-    ds, n = cfg.dataset, cfg.topology.n_workers
+    ds = cfg.dataset
     if ds.split != "none" and not objective.n_rows:
         raise ConfigError(
             f"dataset.split={ds.split} needs a dataset; objective {cfg.objective.name} has none"
@@ -111,12 +111,26 @@ def worker_rows(cfg: Any, objective: Objective) -> list[np.ndarray | None]:
     return split_rows(y, n, ds.split, ds.alpha, ds.seed)
 
 
-def rennala_batch(opt: Any) -> int | None:
-    if opt.batch is not None:
-        return int(opt.batch)
-    if opt.target_eps is not None and opt.sigma2 is not None:
-        return optimal_batch(opt.sigma2, opt.target_eps)
-    return None
+def optimal_m(cfg: Any, objective: Objective) -> int | None:
+    """m* = max(1, ceil(sigma^2 / eps)) for Rennala's S and Ringmaster's R, where sigma^2 is
+    known (the optimizer's ``sigma2``, else the objective's exact value) and a target eps is
+    set; None otherwise (the rule then uses n)."""
+    if cfg.target is None:
+        return None
+    sigma2 = cfg.optimizer.sigma2
+    if sigma2 is None:
+        sigma2 = (objective.theory_constants(cfg.batch_size) or {}).get("sigma2")
+    return optimal_batch(sigma2, cfg.target) if sigma2 else None
+
+
+def rule_options(cfg: Any, objective: Objective) -> dict:
+    """The method's own config keys, with S and R resolved."""
+    opt = cfg.optimizer
+    options = {k: opt[k] for k in opt if k not in ("name", "lr", "sigma2")}
+    for key in ("batch", "threshold"):
+        if opt.name in ("rennala", "ringmaster") and options.get(key, 0) is None:
+            options[key] = optimal_m(cfg, objective)
+    return options
 
 
 @dataclass
@@ -153,16 +167,22 @@ class Experiment:
 def build_times(cfg: Any) -> JobTimes:
     t = cfg.topology
     try:
+        if t.name == "trace":
+            from pipeline.trace import TraceTimes
+
+            return TraceTimes.load(t.trace_path, t.n_workers)
+        if t.name == "native":
+            return JobTimes(np.ones(t.n_workers), "none", cfg.seed)
         taus = mean_times(
             t.name,
             t.n_workers,
-            t.tau,
-            stragglers=t.stragglers,
-            factor=t.factor,
-            fraction_fast=t.fraction_fast,
-            tau_fast=t.tau_fast,
-            tau_slow=t.tau_slow,
-            times=list(t.times) if t.times is not None else None,
+            t.get("tau", 1.0),
+            stragglers=t.get("stragglers", 1),
+            factor=t.get("factor", 100.0),
+            fraction_fast=t.get("fraction_fast", 0.5),
+            tau_fast=t.get("tau_fast", 1.0),
+            tau_slow=t.get("tau_slow", 10.0),
+            times=list(t.times) if t.name == "custom" else None,
         )
         return JobTimes(taus, t.noise, cfg.seed, gamma_shape=t.gamma_shape, jitter=t.jitter)
     except ValueError as e:
@@ -172,22 +192,15 @@ def build_times(cfg: Any) -> JobTimes:
 def build_experiment(cfg: Any) -> Experiment:
     validate(cfg)
     lr = resolve_lr(cfg)
-    n = cfg.topology.n_workers
     times = build_times(cfg)
-    opt = cfg.optimizer
-    options = {
-        "stepsize": opt.stepsize,
-        "threshold": opt.threshold,
-        "batch": rennala_batch(opt),
-        "stop_stale": opt.stop_stale,
-    }
-    try:
-        rule = build_rule(opt.name, n, lr, options, cfg.seed)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    n = times.n_workers
     path = dataset_path(cfg)
     objective = build_objective(cfg, path)
-    rows = worker_rows(cfg, objective)
+    try:
+        rule = build_rule(cfg.optimizer.name, n, lr, rule_options(cfg, objective), cfg.seed)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    rows = worker_rows(cfg, objective, n)
     bs = cfg.batch_size
     if bs is not None and objective.n_rows:
         smallest = min(objective.n_rows if r is None else len(r) for r in rows)

@@ -119,7 +119,7 @@ def summarize(
         "objective": cfg.objective.name,
         "dataset": cfg.dataset.name,
         "topology": cfg.topology.name,
-        "noise": cfg.topology.noise,
+        "noise": cfg.topology.get("noise"),
         "n_workers": exp.n_workers,
         "seed": cfg.seed,
         "lr": exp.lr,

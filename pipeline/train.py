@@ -13,7 +13,7 @@ import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from pipeline import CONF_DIR, ConfigError
 from pipeline.config import register
@@ -21,6 +21,8 @@ from pipeline.config import register
 register()
 log = logging.getLogger("pipeline.train")
 MAX_PREFLIGHT_JOBS = 512
+FREE_DICTS = ("lr_table", "dataset.params")  # mappings whose keys the user chooses
+_ABSENT = object()
 
 
 def _one_line(e: BaseException) -> str:
@@ -61,6 +63,53 @@ def _job_overrides(argv: list[str]) -> tuple[list[list[str]], str]:
     return BasicSweeper.split_arguments(parsed, None)[0], config_name
 
 
+def _compose_error(e: BaseException, overrides: list[str], config_name: str) -> ConfigError:
+    """One line for a failed composition; an unknown key names the closest valid one."""
+    import re
+
+    from hydra import compose
+
+    from pipeline.config import unknown_key_message
+
+    text = _one_line(e)
+    m = re.search(r"Could not override '([^']+)'", text) or re.search(
+        r"Key '([^']+)' (?:is )?not in", text
+    )
+    if m and ("not in" in text or "No match in config" in text):
+        key = m.group(1)
+        groups_only = [o for o in overrides if "=" in o and "." not in o.split("=", 1)[0]]
+        try:
+            base = compose(config_name=config_name, overrides=groups_only)
+        except Exception:
+            base = None
+        return ConfigError(unknown_key_message(key.lstrip("+~"), base))
+    m = re.search(r"An item is already at '([^']+)'", text)
+    if m:
+        return ConfigError(f"{m.group(1)} exists: set it with {m.group(1)}=..., without '+'")
+    return ConfigError(_one_line(e))
+
+
+def _refuse_additions(overrides: list[str], config_name: str) -> None:
+    """``+key=value`` adds a key outside the schemas: refused, naming the closest valid key."""
+    from hydra import compose
+
+    from pipeline.config import unknown_key_message
+
+    for o in overrides:
+        if o.startswith("+") and "=" in o:
+            key = o.lstrip("+").split("=", 1)[0]
+            if key.rpartition(".")[0] in FREE_DICTS:
+                continue
+            plain = [x for x in overrides if not x.startswith("+")]
+            try:
+                base = compose(config_name=config_name, overrides=plain)
+            except Exception:
+                base = None
+            if base is not None and OmegaConf.select(base, key, default=_ABSENT) is not _ABSENT:
+                raise ConfigError(f"{key} exists: set it with {key}=..., without '+'")
+            raise ConfigError(unknown_key_message(key, base) + " (keys cannot be added with '+')")
+
+
 def preflight(argv: list[str]) -> int:
     """Compose and validate every job's config; returns the number of jobs checked."""
     from hydra import compose, initialize_config_dir
@@ -75,10 +124,11 @@ def preflight(argv: list[str]) -> int:
     built: set = set()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         for overrides in jobs[:MAX_PREFLIGHT_JOBS]:
+            _refuse_additions(overrides, config_name)
             try:
                 cfg = compose(config_name=config_name, overrides=overrides)
             except Exception as e:
-                raise ConfigError(_one_line(e)) from None
+                raise _compose_error(e, overrides, config_name) from None
             validate(cfg)
             key = (cfg.dataset.name, cfg.dataset.path, cfg.dataset.seed)
             if key not in built:

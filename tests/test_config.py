@@ -20,13 +20,17 @@ def options(group: str) -> list[str]:
 @pytest.mark.parametrize(
     "group,option", [(g, o) for g in GROUPS for o in options(g)], ids=lambda v: str(v)
 )
-def test_every_option_composes_and_validates(group, option):
-    cfg = compose_cfg(f"{group}={option}", "optimizer.lr=0.1")
+def test_every_option_composes_and_validates(group, option, tmp_path):
+    extra = {
+        ("objective", "noisy_quadratic"): ["dataset=none"],
+        ("topology", "native"): ["engine=rpc"],
+        ("topology", "trace"): [f"topology.trace_path={tmp_path}"],
+    }.get((group, option), [])
+    cfg = compose_cfg(f"{group}={option}", "optimizer.lr=0.1", *extra)
     chosen = cfg[group].name if group not in ("tracking", "experiment") else None
     if chosen is not None:
-        assert chosen == option or (group == "dataset" and option == "none")
-    if group == "objective" and option == "noisy_quadratic":
-        cfg = compose_cfg("objective=noisy_quadratic", "dataset=none", "optimizer.lr=0.1")
+        aliases = {("dataset", "none"), ("topology", "exponential")}
+        assert chosen == option or (group, option) in aliases
     validate(cfg)
 
 
@@ -34,6 +38,7 @@ def test_default_is_the_paper_experiment():
     cfg = compose_cfg()
     assert cfg.objective.name == "quadratic" and cfg.dataset.name == "lstsq_paper"
     assert cfg.topology.n_workers == 40 and cfg.topology.noise == "exponential"
+    assert cfg.topology.name == "homogeneous" and cfg.engine.name == "sim"
     assert cfg.batch_size == 256 and cfg.budget.gradients == 32000
     assert cfg.lr_table.minibatch == pytest.approx(7.6) and cfg.lr_table.asgd == 0.43
 
@@ -45,33 +50,56 @@ def test_command_line_choice_beats_the_preset():
 
 def test_sweep_expansion_checks_every_job():
     assert preflight(["-m", "optimizer=minibatch,asgd,asgd_adaptive", "seed=0,1,2"]) == 9
-    with pytest.raises(ConfigError, match="topology.n_workers must be >= 1"):
+    with pytest.raises(ConfigError, match="topology.n_workers must be >= 1, got 0"):
         preflight(["-m", "optimizer=asgd,minibatch", "topology.n_workers=4,0"])
 
 
 BAD = [
     (["optimizer=nope"], "Could not find 'optimizer/nope'; available: asgd"),
     (["topology=nope"], "Could not find 'topology/nope'"),
-    (["optimizer.name=nope"], "unknown method optimizer.name='nope'"),
-    (["topology.name=nope"], "unknown topology 'nope'"),
+    (["optimizer.name=rennala"], "optimizer.name='rennala' does not match the chosen option"),
+    (["topology.name=native"], "choose the option instead: topology=native"),
     (["topology.n_workers=0"], "topology.n_workers must be >= 1, got 0"),
-    (["optimizer.lr=0"], "optimizer.lr must be positive, got 0.0"),
-    (["optimizer.lr=-0.5"], "optimizer.lr must be positive, got -0.5"),
-    (["budget.gradients=0"], "budget.gradients must be positive, got 0"),
+    (["optimizer.lr=0"], "optimizer.lr must be > 0, got 0.0"),
+    (["optimizer.lr=-0.5"], "optimizer.lr must be > 0, got -0.5"),
+    (["optimizer.lr=nan"], "optimizer.lr must be finite, got nan"),
+    (["budget.gradients=0"], "budget.gradients must be >= 1, got 0"),
     (["budget.gradients=null"], "set a budget: budget.gradients or budget.time"),
-    (["budget.time=-1"], "budget.time must be positive, got -1.0"),
+    (["budget.time=-1"], "budget.time must be > 0, got -1.0"),
     (["batch_size=10001"], "batch_size=10001 is larger than the dataset (10000 rows per worker)"),
     (
         ["topology=custom", "topology.n_workers=3", "topology.times=[1,2]"],
         "topology.times has 2 entries but topology.n_workers is 3",
     ),
     (["dataset.path=/no/such/file.npz"], "data file not found: /no/such/file.npz"),
-    (["optimizer.lrr=1"], "Key 'lrr' not in 'OptimizerConfig'"),
+    (["optimizer.lrr=1"], "unknown key optimizer.lrr; did you mean optimizer.lr?"),
+    (["optimzer=asgd"], "unknown key optimzer; did you mean optimizer?"),
+    (["+optimzer=minibatch"], "unknown key optimzer; did you mean optimizer?"),
+    (["+topology.n_worker=4"], "unknown key topology.n_worker; did you mean topology.n_workers?"),
+    (["+optimizer.lr=0.1"], "optimizer.lr exists: set it with optimizer.lr=..., without '+'"),
+    (["+seedd=1"], "unknown key seedd; did you mean seed?"),
+    (
+        ["optimizer=minibatch", "optimizer.cancel=true"],
+        "optimizer=minibatch has no key 'cancel' (it belongs to optimizer=rennala, ringmaster)",
+    ),
+    (["optimizer=asgd", "optimizer.stepsize=adaptive"], "choose optimizer=asgd_adaptive"),
+    (["objective.channels=4"], "objective=quadratic has no key 'channels'"),
+    (["topology=native"], "topology=native needs engine=rpc (this run has engine=sim)"),
+    (["topology=trace"], "topology.trace_path must be set"),
+    (["topology=trace", "topology.trace_path=/no/trace"], "trace not found: /no/trace"),
     (["topology.n_workers=many"], "could not be converted to Integer"),
-    (["~experiment", "optimizer=asgd"], "no stepsize for method 'asgd': set optimizer.lr"),
-    (["topology.noise=pink"], "unknown topology.noise='pink'"),
-    (["objective=noisy_quadratic", "objective.dim=0", "dataset=none"], "noisy_quadratic needs"),
+    (
+        ["~experiment", "optimizer=asgd", "budget.gradients=9"],
+        "no stepsize for method 'asgd': set optimizer.lr",
+    ),
+    (["topology.noise=pink"], "topology.noise must be one of none, exponential, gamma"),
+    (
+        ["objective=noisy_quadratic", "objective.dim=0", "dataset=none"],
+        "objective.dim must be >= 1",
+    ),
     (["dataset=none"], "objective 'quadratic' needs data"),
+    (["+lr_table.adam=0.1"], "lr_table has unknown methods ['adam']"),
+    (["lr_table.asgd=-1"], "lr_table.asgd must be a positive finite number, got -1.0"),
 ]
 
 

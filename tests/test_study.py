@@ -58,6 +58,8 @@ def small_results(tmp_path_factory):
     for topo in ("homogeneous", "sqrt"):
         for i, m in enumerate(lrs):
             cfg = compose_cfg(f"optimizer={m}", f"topology={topo}", "topology.n_workers=8",
+                              "topology.noise=exponential", "optimizer.batch=8" if m == "rennala"
+                              else "seed=0",
                               "budget.gradients=1600", "target=0.03", "tracking=none")  # fmt: skip
             run_experiment(cfg, root / "runs" / topo / str(i))
     for n in (4, 16):

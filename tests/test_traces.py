@@ -151,7 +151,7 @@ def test_ringmaster_stop_stale_cancels_at_delay_r(tmp_path, small_data):
         "ringmaster",
         10,
         "optimizer.threshold=3",
-        "optimizer.stop_stale=true",
+        "optimizer.cancel=true",
     )
     # t=2: k reaches 3, so the jobs of workers 2 and 3 (version 0) are cancelled and restarted
     # at x_3 (due at 4 and 5); at t=4 (k=6) and t=6 (k=9) the same happens again, each time
@@ -190,9 +190,35 @@ def test_minibatch_round_lasts_as_long_as_the_slowest_job(tmp_path, small_data):
     assert_iterates(result, reference_iterates(small_data, events, lrs, steps))
 
 
-def test_rennala_batch_and_cancellations(tmp_path, small_data):
+def test_rennala_finishes_and_discards_stale_jobs(tmp_path, small_data):
+    """The published method: a job at an old point runs to its end, its gradient is discarded
+    on arrival, and only then does its worker get the current point."""
     summary, result, events, lrs = run_trace(
-        tmp_path, small_data, "rennala", 6, "optimizer.batch=2"
+        tmp_path, small_data, "rennala", 12, "optimizer.batch=2"
+    )
+    assert events == [
+        (0, 0, 0, 1, 1.0),
+        (1, 0, 0, 1, 1.5),  # S = 2 reached: x_1; worker 1 restarts at x_1 (due 3.0)
+        (0, 0, 1, 0, 2.0),  # started at x_0 at t=1: stale, discarded; restarts at x_1
+        (2, 0, 1, 0, 2.0),
+        (0, 1, 0, 1, 3.0),
+        (1, 1, 0, 1, 3.0),  # x_2
+        (3, 0, 2, 0, 3.0),
+        (0, 1, 1, 0, 4.0),
+        (2, 1, 1, 0, 4.0),
+        (1, 2, 0, 1, 4.5),
+        (0, 2, 0, 1, 5.0),  # x_3
+        (0, 3, 0, 1, 6.0),  # ties at t=6: worker 0 first, then 1, 2, 3 (budget reached)
+    ]
+    assert lrs == [LR / 2 if e[3] else 0.0 for e in events]
+    assert summary["updates"] == 3 and summary["cancelled"] == 0 and summary["discarded"] == 5
+    steps = [False, True, False, False, False, True, False, False, False, False, True, False]
+    assert_iterates(result, reference_iterates(small_data, events, lrs, steps))
+
+
+def test_rennala_cancel_restarts_every_worker(tmp_path, small_data):
+    summary, result, events, lrs = run_trace(
+        tmp_path, small_data, "rennala", 6, "optimizer.batch=2", "optimizer.cancel=true"
     )
     # S = 2: the first two arrivals at x_k make a step; then every running job is cancelled
     # and all four workers restart at x_{k+1} at that moment.

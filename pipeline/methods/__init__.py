@@ -25,20 +25,20 @@ __all__ = [
     "build_rule",
 ]
 
-# name -> builder(n_workers, lr, options, rng); options is the optimizer config (a mapping)
+# name -> builder(n_workers, lr, options, rng); options are the method's own config keys
 METHODS: dict[str, Callable[..., ServerRule]] = {
     "minibatch": lambda n, lr, o, rng: MinibatchSGD(n, lr),
-    "asgd": lambda n, lr, o, rng: AsyncSGD(
-        n, lr, o.get("stepsize") or "constant", o.get("threshold")
-    ),
+    "asgd": lambda n, lr, o, rng: AsyncSGD(n, lr, "constant"),
     "asgd_adaptive": lambda n, lr, o, rng: AsyncSGD(n, lr, "adaptive"),
     "asgd_drop": lambda n, lr, o, rng: AsyncSGD(n, lr, "drop", o.get("threshold")),
     "asgd_random": lambda n, lr, o, rng: RandomAssignmentASGD(
         n, lr, rng, o.get("stepsize") or "constant", o.get("threshold")
     ),
-    "rennala": lambda n, lr, o, rng: RennalaSGD(n, lr, o.get("batch")),
+    "rennala": lambda n, lr, o, rng: RennalaSGD(
+        n, lr, o.get("batch"), bool(o.get("cancel", False))
+    ),
     "ringmaster": lambda n, lr, o, rng: RingmasterASGD(
-        n, lr, o.get("threshold"), bool(o.get("stop_stale", False))
+        n, lr, o.get("threshold"), bool(o.get("cancel", False))
     ),
 }
 

@@ -7,13 +7,17 @@ from pipeline.methods.base import Decision, ServerRule
 
 class RennalaSGD(ServerRule):
     """Every worker computes gradients at x_k back to back; the server averages the first S that
-    arrive for x_k and steps. Gradients from an older point are discarded; on each step every
-    running job is cancelled and all workers restart at x_{k+1}."""
+    arrive for x_k and steps. A gradient from an older point is discarded on arrival, and only
+    then does its worker get the current point (the published method: finish and discard).
+
+    With ``cancel`` every running job is cancelled on each step and all workers restart at
+    x_{k+1} (cancel and restart: never slower in time, but not the published method)."""
 
     name = "rennala"
 
-    def __init__(self, n_workers: int, lr: float, batch: int | None = None):
+    def __init__(self, n_workers: int, lr: float, batch: int | None = None, cancel: bool = False):
         super().__init__(n_workers, lr)
+        self.cancel = bool(cancel)
         self.batch = n_workers if batch is None else int(batch)
         if self.batch < 1:
             raise ValueError(f"Rennala batch S must be >= 1, got {self.batch}")
@@ -30,6 +34,8 @@ class RennalaSGD(ServerRule):
             return Decision(0, self._coef, False, self._solo[worker])
         self._count = 0
         self.version += 1
+        if not self.cancel:
+            return Decision(0, self._coef, True, self._solo[worker])
         everyone = tuple(self._live)
         return Decision(0, self._coef, True, everyone, everyone)
 
@@ -45,4 +51,4 @@ class RennalaSGD(ServerRule):
         return 1.0 / self.batch
 
     def describe(self) -> dict[str, object]:
-        return {"lr": self.lr, "batch": self.batch}
+        return {"lr": self.lr, "batch": self.batch, "cancel": self.cancel}

@@ -10,7 +10,7 @@ from pipeline.methods.base import Decision, ServerRule
 class RingmasterASGD(ServerRule):
     """Asynchronous SGD with a delay threshold R: a gradient with delay < R is applied with the
     constant stepsize, one with delay >= R is ignored and its worker restarts at x_k. With
-    ``stop_stale`` a running job is cancelled and restarted as soon as its delay reaches R."""
+    ``cancel`` a running job is cancelled and restarted as soon as its delay reaches R."""
 
     name = "ringmaster"
 
@@ -19,13 +19,13 @@ class RingmasterASGD(ServerRule):
         n_workers: int,
         lr: float,
         threshold: int | None = None,
-        stop_stale: bool = False,
+        cancel: bool = False,
     ):
         super().__init__(n_workers, lr)
         self.threshold = n_workers if threshold is None else int(threshold)
         if self.threshold < 1:
             raise ValueError(f"Ringmaster threshold R must be >= 1, got {self.threshold}")
-        self.stop_stale = bool(stop_stale)
+        self.cancel = bool(cancel)
         # version each worker's running job was started at; jobs in start order (versions rise)
         self._running = [0] * n_workers
         self._started: deque[tuple[int, int]] = deque((0, w) for w in range(n_workers))
@@ -37,7 +37,7 @@ class RingmasterASGD(ServerRule):
             return Decision(delay, 0.0, False, self._solo[worker])
         self.version += 1
         self._restart(worker)
-        if not self.stop_stale:
+        if not self.cancel:
             return Decision(delay, self.lr, True, self._solo[worker])
         stale = self._stale_jobs()
         for u in stale:
@@ -46,7 +46,7 @@ class RingmasterASGD(ServerRule):
 
     def _restart(self, worker: int) -> None:
         self._running[worker] = self.version
-        if self.stop_stale:
+        if self.cancel:
             self._started.append((self.version, worker))
 
     def _stale_jobs(self) -> tuple[int, ...]:
@@ -62,4 +62,4 @@ class RingmasterASGD(ServerRule):
         return tuple(stale)
 
     def describe(self) -> dict[str, object]:
-        return {"lr": self.lr, "threshold": self.threshold, "stop_stale": self.stop_stale}
+        return {"lr": self.lr, "threshold": self.threshold, "cancel": self.cancel}
