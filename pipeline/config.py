@@ -251,6 +251,7 @@ class TrackingConfig:
     uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlflow.db
     experiment: str = "async-sgd"
     artifacts: bool = True
+    sweep_name: str | None = None  # name of a multirun's parent run (default: sweep <dir>)
 
 
 @dataclass
