@@ -1,7 +1,7 @@
 """Run records, the contract other tools rely on. In a run's output directory:
 
 - ``events.csv``: one row per arriving gradient: ``worker,version,delay,applied,lr,time``
-  (engines append rows to :meth:`RunRecorder.buffer`);
+  (engines hand rows to :meth:`RunRecorder.write_events` in chunks);
 - ``history.csv``: ``update,gradients,time,loss,suboptimality`` (+ extra metrics), evaluated
   every ``eval_every`` updates and at the end;
 - ``summary.json``: totals and final values (see :func:`write_summary`).
@@ -45,7 +45,6 @@ class RunRecorder:
         self.history_columns = HISTORY_COLUMNS + tuple(
             c for c in extra_history if c not in HISTORY_COLUMNS
         )
-        self._events: list[tuple] = []
         self._history: list[dict] = []
         self.flush_every = flush_every
         self._on_history = on_history
@@ -61,19 +60,13 @@ class RunRecorder:
         self._history_writer.writerow(self.history_columns)
         self._closed = False
 
-    def buffer(self) -> list[tuple]:
-        """The list that rows (worker, version, delay, lr, time) are appended to; an engine's hot
-        loop appends directly and calls :meth:`flush_events` every ``flush_every`` rows."""
-        return self._events
-
-    def flush_events(self) -> None:
-        rows = self._events
+    def write_events(self, rows: list[tuple]) -> None:
+        """Append event rows ``(worker, version, delay, lr, step, time)``."""
         if not rows:
             return
-        self._events = []
         lines = []
         mx, sm, ap = self.max_delay, 0, 0
-        for w, v, d, lr, t in rows:
+        for w, v, d, lr, _, t in rows:
             if d > mx:
                 mx = d
             sm += d
@@ -109,7 +102,6 @@ class RunRecorder:
             return
         self._closed = True
         try:
-            self.flush_events()
             self.flush_history()
         finally:
             self._events_file.close()

@@ -11,7 +11,7 @@ import torch
 from omegaconf import OmegaConf
 
 from pipeline.build import Experiment, build_experiment
-from pipeline.engines.base import EvalSchedule, RunResult
+from pipeline.engines import TIME_KINDS, RunControl, RunResult, engine_class
 from pipeline.progress import progress_enabled
 from pipeline.records import RunRecorder, read_history, write_summary
 from pipeline.theory import predict
@@ -20,24 +20,19 @@ from pipeline.tracking import NullTracker, flatten, make_tracker
 log = logging.getLogger(__name__)
 
 
-def make_engine(exp: Experiment, recorder: RunRecorder, schedule: EvalSchedule, trace=False):
+def make_engine(exp: Experiment, recorder: RunRecorder, trace: bool = False):
+    """The configured engine (from the registry) with its run control."""
     cfg = exp.cfg
-    if cfg.engine.name == "sim":
-        from pipeline.engines.sim import SimEngine
-
-        return SimEngine(
-            exp.rule,
-            exp.objective,
-            exp.times,
-            exp.samplers(),
-            recorder,
-            schedule,
-            budget_gradients=cfg.budget.gradients,
-            budget_time=cfg.budget.time,
-            progress=progress_enabled(cfg.progress),
-            trace_iterates=trace,
-        )
-    raise ValueError(f"unknown engine {cfg.engine.name!r}")
+    control = RunControl(
+        exp.evaluator,
+        recorder,
+        exp.eval_every,
+        cfg.budget.gradients,
+        cfg.budget.time,
+        progress=progress_enabled(cfg.progress),
+        desc=f"{exp.rule.name} {cfg.engine.name}",
+    )
+    return engine_class(cfg.engine.name).create(exp, control, trace_iterates=trace)
 
 
 def run_experiment(
@@ -51,7 +46,7 @@ def run_experiment(
     choices = dict(choices or {})
     method = cfg.optimizer.name
     topology = cfg.topology.name
-    time_kind = "simulated" if cfg.engine.name == "sim" else "wall"
+    time_kind = TIME_KINDS[cfg.engine.name]
     params = flatten(OmegaConf.to_container(cfg, resolve=True))
     params.update({f"resolved.{k}": v for k, v in exp.rule.describe().items()})
     params["resolved.eval_every"] = exp.eval_every
@@ -70,23 +65,22 @@ def run_experiment(
     recorder = RunRecorder(
         outdir, extra_history=exp.evaluator.extra_columns, on_history=tracker.log_history
     )
-    schedule = EvalSchedule(exp.evaluator, recorder, exp.eval_every)
-    engine = make_engine(exp, recorder, schedule, trace=trace)
+    engine = make_engine(exp, recorder, trace=trace)
     started = time.perf_counter()
     result: RunResult | None = None
     status, error = "failed", None
     try:
         result = engine.run()
         status = result.status
-    except KeyboardInterrupt:
-        status, error = "killed", "interrupted"
+    except KeyboardInterrupt as e:
+        status, error = "killed", getattr(e, "reason", "interrupted (SIGINT)")
         raise
     except Exception as e:
         error = f"{type(e).__name__}: {e}"
         raise
     finally:
         wall = time.perf_counter() - started
-        result = result or getattr(engine, "result", None)
+        result = result or engine.control.result
         try:
             recorder.close()
         finally:
@@ -130,6 +124,9 @@ def summarize(
         "applied": recorder.n_applied,
         "discarded": recorder.n_events - recorder.n_applied,
         "cancelled": result.cancelled if result else None,
+        "stopped_by": (result.stopped_by if result else None)
+        or ("signal" if status == "killed" else "failure" if status == "failed" else None),
+        "failures": result.failures if result else [],
         "final_loss": final.get("loss"),
         "final_suboptimality": final.get("suboptimality"),
         "final_grad_norm_sq": final.get("grad_norm_sq"),
@@ -153,6 +150,8 @@ def summarize(
     summary.update(time_to_target(recorder.outdir / "history.csv", cfg.target))
     if time_kind == "wall" and result:
         summary["run_time_s"] = result.time
+    if result:
+        summary.update(result.extra)
     if error:
         summary["error"] = error
     return summary

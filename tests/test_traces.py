@@ -274,10 +274,10 @@ def test_random_assignment_queues_fifo(tmp_path, small_data, monkeypatch):
     assert_iterates(result, reference_iterates(small_data, events, lrs, [True] * 6))
 
 
-def test_memory_holds_only_referenced_iterates(small_data):
+def test_memory_holds_only_referenced_iterates(small_data, tmp_path):
     """The server keeps the iterates of jobs in flight or queued, never one per update."""
     from pipeline.build import build_experiment
-    from pipeline.engines.base import EvalSchedule
+    from pipeline.engines.base import RunControl
     from pipeline.engines.sim import SimEngine
     from pipeline.records import RunRecorder
 
@@ -287,20 +287,15 @@ def test_memory_holds_only_referenced_iterates(small_data):
         f"dataset.path={small_data}", "tracking=none",
     )  # fmt: skip
     exp = build_experiment(cfg)
-    import tempfile
-
-    rec = RunRecorder(tempfile.mkdtemp())
+    rec = RunRecorder(tmp_path)
     held = []
 
-    class Probe(EvalSchedule):
+    class Probe(RunControl):
         def record(self, x, update, gradients, time):
             held.append(eng.server.points_held)
             return super().record(x, update, gradients, time)
 
-    eng = SimEngine(
-        exp.rule, exp.objective, exp.times, exp.samplers(), rec,
-        Probe(exp.evaluator, rec, 1), budget_gradients=3000,
-    )  # fmt: skip
+    eng = SimEngine(exp, Probe(exp.evaluator, rec, 1, 3000, None))
     result = eng.run()
     rec.close()
     assert result.updates == 3000 and len(held) == 3001

@@ -1,13 +1,24 @@
-"""What every engine shares: the run's outcome and the evaluation schedule."""
+"""What every engine shares: the engine protocol, the run's outcome, and the run control that
+owns evaluation cadence, divergence, budgets, progress and the final record."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 
 from pipeline.evaluation import Evaluator
+from pipeline.progress import Progress
 from pipeline.records import RunRecorder
+
+# why a run ended (summary.json ``stopped_by``)
+BY_GRADIENTS = "budget.gradients"
+BY_TIME = "budget.time"
+BY_DIVERGENCE = "divergence"
+BY_EXHAUSTION = "no jobs left"  # nothing in flight (a trace ran out, or every worker is lost)
+BY_FAILURE = "failure"
+BY_SIGNAL = "signal"
 
 
 @dataclass
@@ -16,22 +27,51 @@ class RunResult:
     status: str  # finished | diverged | failed | killed
     gradients: int  # arrivals (computed gradients, applied or not)
     updates: int  # server versions
-    time: float  # simulated seconds (sim) or wall seconds since start (rpc)
+    time: float  # simulated seconds (sim) or wall seconds since the first job (rpc)
     cancelled: int = 0
     final: dict = field(default_factory=dict)  # metrics at the final iterate
     iterates: list[torch.Tensor] | None = None  # x_0, x_1, ... when traced
-    failures: list[str] = field(default_factory=list)
+    failures: list[dict] = field(default_factory=list)  # lost workers: worker, time, cause
+    stopped_by: str | None = None
+    extra: dict = field(default_factory=dict)  # engine-specific figures for the summary
 
 
-class EvalSchedule:
-    """Evaluates at update 0, every ``every`` updates, and at the end; stops on divergence."""
+class Engine(Protocol):
+    """An engine carries out a server rule's decisions on its own clock and transport."""
 
-    def __init__(self, evaluator: Evaluator, recorder: RunRecorder, every: int):
+    name: str
+    time_kind: str  # "simulated" | "wall"
+
+    def run(self) -> RunResult: ...
+
+
+class RunControl:
+    """Owns a run whatever its engine: evaluates at update 0, every ``every`` updates and at the
+    end (a diverged evaluation stops the run), knows the budgets, draws the progress bar and
+    assembles the :class:`RunResult`."""
+
+    def __init__(
+        self,
+        evaluator: Evaluator,
+        recorder: RunRecorder,
+        every: int,
+        budget_gradients: int | None,
+        budget_time: float | None,
+        progress: bool = False,
+        desc: str = "",
+    ):
+        if budget_gradients is None and budget_time is None:
+            raise ValueError("set budget.gradients or budget.time")
         self.evaluator = evaluator
         self.recorder = recorder
         self.every = max(1, int(every))
+        self.budget_gradients = budget_gradients
+        self.budget_time = budget_time
+        self.next_eval = self.every
         self.last_update = -1
         self.diverged = False
+        self._bar = Progress(budget_gradients, desc, progress)
+        self.result: RunResult | None = None
 
     def record(self, x: torch.Tensor, update: int, gradients: int, time: float) -> dict:
         metrics = self.evaluator(x)
@@ -40,3 +80,52 @@ class EvalSchedule:
         if self.evaluator.diverged(metrics):
             self.diverged = True
         return metrics
+
+    def start(self, x: torch.Tensor) -> None:
+        self.record(x, 0, 0, 0.0)
+
+    def stepped(self, x: torch.Tensor, version: int, gradients: int, time: float) -> bool:
+        """After a server step; True when the run must stop (it diverged)."""
+        if version < self.next_eval:
+            return False
+        self.next_eval = version + self.every
+        self.record(x, version, gradients, time)
+        self._bar.update_to(gradients)
+        return self.diverged
+
+    def finish(
+        self,
+        x: torch.Tensor,
+        version: int,
+        gradients: int,
+        time: float,
+        status: str,
+        stopped_by: str | None,
+        cancelled: int = 0,
+        **kwargs,
+    ) -> RunResult:
+        """The final evaluation (unless the run failed) and the result."""
+        self._bar.close()
+        final: dict = {}
+        if status not in ("failed",):
+            try:
+                if self.last_update != version:
+                    final = self.record(x, version, gradients, time)
+                else:
+                    final = dict(self.recorder.last_history or {})
+            except KeyboardInterrupt:
+                final = dict(self.recorder.last_history or {})
+            if self.diverged and status == "finished":
+                status, stopped_by = "diverged", BY_DIVERGENCE
+        self.result = RunResult(
+            x=x,
+            status=status,
+            gradients=gradients,
+            updates=version,
+            time=time,
+            cancelled=cancelled,
+            final=final,
+            stopped_by=stopped_by,
+            **kwargs,
+        )
+        return self.result
