@@ -61,10 +61,10 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-def build_objective(cfg: Any, path: Path | None) -> Objective:
+def build_objective(cfg: Any, path: Path | None, device: torch.device | None = None) -> Objective:
     oc = cfg.objective
     dtype = torch.float64 if oc.dtype == "float64" else torch.float32
-    device = resolve_device(oc.device)
+    device = resolve_device(oc.device) if device is None else device
     if oc.name in SYNTHETIC_OBJECTIVES:
         try:
             return SYNTHETIC_OBJECTIVES[oc.name](oc.dim, oc.sigma, oc.cond, dtype, device)

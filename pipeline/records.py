@@ -47,7 +47,7 @@ class RunRecorder:
         )
         self._history: list[dict] = []
         self.flush_every = flush_every
-        self._on_history = on_history
+        self.on_history = on_history
         self.n_events = 0
         self.n_applied = 0
         self.max_delay = 0
@@ -90,8 +90,8 @@ class RunRecorder:
     def flush_history(self) -> None:
         self._history_file.flush()
         rows, self._history = self._history, []
-        if rows and self._on_history is not None:
-            self._on_history(rows)
+        if rows and self.on_history is not None:
+            self.on_history(rows)
 
     @property
     def mean_delay(self) -> float | None:

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
+from pipeline import RunError
 from pipeline.build import Experiment, build_experiment
 from pipeline.engines import TIME_KINDS, RunControl, RunResult, engine_class
 from pipeline.progress import progress_enabled
@@ -31,6 +32,7 @@ def make_engine(exp: Experiment, recorder: RunRecorder, trace: bool = False):
         cfg.budget.time,
         progress=progress_enabled(cfg.progress),
         desc=f"{exp.rule.name} {cfg.engine.name}",
+        background=TIME_KINDS[cfg.engine.name] == "wall",
     )
     return engine_class(cfg.engine.name).create(exp, control, trace_iterates=trace)
 
@@ -59,35 +61,38 @@ def run_experiment(
         "preset": choices.get("experiment") or "none",
     }
     run_name = f"{method} {topology} n={exp.n_workers} seed={cfg.seed}"
-    tracker = make_tracker(
-        cfg, run_name, params, tags, "sim_time" if time_kind == "simulated" else "wall_time"
-    )
-    recorder = RunRecorder(
-        outdir, extra_history=exp.evaluator.extra_columns, on_history=tracker.log_history
-    )
-    engine = make_engine(exp, recorder, trace=trace)
+    recorder = RunRecorder(outdir, extra_history=exp.evaluator.extra_columns)
+    tracker, engine = NullTracker(), None
     started = time.perf_counter()
     result: RunResult | None = None
     status, error = "failed", None
-    try:
+    try:  # from here on, whatever happens, the records and the MLflow run are closed
+        tracker = make_tracker(
+            cfg, run_name, params, tags, "sim_time" if time_kind == "simulated" else "wall_time"
+        )
+        recorder.on_history = tracker.log_history
+        engine = make_engine(exp, recorder, trace=trace)
         result = engine.run()
         status = result.status
     except KeyboardInterrupt as e:
         status, error = "killed", getattr(e, "reason", "interrupted (SIGINT)")
+        raise
+    except RunError as e:
+        error = str(e)
         raise
     except Exception as e:
         error = f"{type(e).__name__}: {e}"
         raise
     finally:
         wall = time.perf_counter() - started
-        result = result or engine.control.result
+        result = result or (engine.control.result if engine is not None else None)
         try:
             recorder.close()
         finally:
             summary = summarize(exp, result, recorder, status, wall, tracker, time_kind, error)
             write_summary(outdir, summary)
-            files = [outdir / f for f in ("summary.json", "history.csv", "events.csv")]
-            files.append(outdir / ".hydra" / "config.yaml")
+            names = ("summary.json", "history.csv", "events.csv", "jobs.csv", "workers.log")
+            files = [outdir / f for f in names] + [outdir / ".hydra" / "config.yaml"]
             tracker.finish(summary, outdir, files)
     if status == "diverged":
         log.warning("%s diverged (loss not finite); see %s", run_name, outdir / "summary.json")

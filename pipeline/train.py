@@ -9,13 +9,18 @@ jobs could race for it.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import CONF_DIR, ConfigError
+# quiet torch's C++ warnings (e.g. TensorPipe's "eof" when a worker leaves); set before torch loads
+os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+
+from pipeline import CONF_DIR, ConfigError, RunError, Terminated  # noqa: E402
 from pipeline.config import register
 
 register()
@@ -137,8 +142,13 @@ def preflight(argv: list[str]) -> int:
     return len(jobs)
 
 
+_FAILED_JOBS: list[str] = []
+
+
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base=None)
 def hydra_main(cfg: DictConfig) -> float | None:
+    from hydra.types import RunMode
+
     from pipeline.runner import run_experiment
 
     hc = HydraConfig.get()
@@ -147,17 +157,47 @@ def hydra_main(cfg: DictConfig) -> float | None:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except RunError as e:
+        print(f"error: {e} ({hc.runtime.output_dir})", file=sys.stderr)
+        if hc.mode == RunMode.MULTIRUN:  # the sweep goes on; the exit code says it failed
+            _FAILED_JOBS.append(hc.runtime.output_dir)
+            return None
+        sys.exit(1)
     log.info(
-        "%s: %s after %d gradients, %d updates; loss %.6g, F-F* %s -> %s",
+        "%s: %s after %d gradients, %d updates (stopped by %s); loss %s, F-F* %s -> %s",
         summary["method"],
         summary["status"],
         summary["gradients"],
         summary["updates"] or 0,
-        summary["final_loss"] if summary["final_loss"] is not None else float("nan"),
-        summary["final_suboptimality"],
+        summary.get("stopped_by"),
+        _g4(summary["final_loss"]),
+        _g4(summary["final_suboptimality"]),
         hc.runtime.output_dir,
     )
     return summary["final_suboptimality"]
+
+
+def _g4(v) -> str:
+    return "n/a" if v is None else f"{v:.4g}"
+
+
+def _on_signal(signum, frame):
+    """The first SIGINT/SIGTERM/SIGHUP ends the run like Ctrl-C (records kept, run marked
+    killed); a second one while that cleanup runs exits at once."""
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, _second_signal)
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise Terminated(signum)
+
+
+def _second_signal(signum, frame):
+    os._exit(128 + signum)
+
+
+def install_signal_handlers() -> None:
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, _on_signal)
 
 
 def main() -> None:
@@ -174,7 +214,32 @@ def main() -> None:
         except ConfigError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
-    hydra_main()
+    install_signal_handlers()
+    try:
+        hydra_main()
+    except KeyboardInterrupt as e:
+        signum = getattr(e, "signum", signal.SIGINT)
+        print(f"error: {getattr(e, 'reason', 'interrupted (SIGINT)')}", file=sys.stderr)
+        _abort_sweep()
+        sys.exit(128 + signum)
+    if _FAILED_JOBS:
+        print(f"error: {len(_FAILED_JOBS)} job(s) of the sweep failed", file=sys.stderr)
+        sys.exit(1)
+
+
+def _abort_sweep() -> None:
+    """A multirun stopped by a signal: its MLflow parent run is KILLED too."""
+    from pipeline.tracking import PARENT_ENV, client_for
+
+    parent = os.environ.pop(PARENT_ENV, None)
+    if not parent:
+        return
+    try:
+        client_for(os.environ.get("ASGD_PIPELINE_PARENT_URI") or None).set_terminated(
+            parent, status="KILLED"
+        )
+    except Exception as e:  # the store may be gone; the children carry their own status
+        print(f"warning: could not mark the sweep's MLflow run killed: {e}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@ owns evaluation cadence, divergence, budgets, progress and the final record."""
 
 from __future__ import annotations
 
+import queue
+import threading
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -59,6 +61,7 @@ class RunControl:
         budget_time: float | None,
         progress: bool = False,
         desc: str = "",
+        background: bool = False,
     ):
         if budget_gradients is None and budget_time is None:
             raise ValueError("set budget.gradients or budget.time")
@@ -72,6 +75,35 @@ class RunControl:
         self.diverged = False
         self._bar = Progress(budget_gradients, desc, progress)
         self.result: RunResult | None = None
+        self._queue: queue.Queue | None = None
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        if background:
+            self._queue = queue.Queue()
+            self._thread = threading.Thread(target=self._evaluate, name="asgd-eval", daemon=True)
+            self._thread.start()
+
+    def _evaluate(self) -> None:
+        """Background evaluation (real runs): the server's loop only hands over the iterate,
+        which is never modified in place, so wall-clock timing is not charged for it."""
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            try:
+                self.record(*item)
+            except BaseException as e:  # re-raised in the run's thread
+                self._error = e
+                self.diverged = True
+                return
+
+    def _drain(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+            if self._error is not None:
+                raise self._error
 
     def record(self, x: torch.Tensor, update: int, gradients: int, time: float) -> dict:
         metrics = self.evaluator(x)
@@ -89,8 +121,11 @@ class RunControl:
         if version < self.next_eval:
             return False
         self.next_eval = version + self.every
-        self.record(x, version, gradients, time)
         self._bar.update_to(gradients)
+        if self._queue is not None:
+            self._queue.put((x, version, gradients, time))
+            return self.diverged
+        self.record(x, version, gradients, time)
         return self.diverged
 
     def finish(
@@ -106,6 +141,7 @@ class RunControl:
     ) -> RunResult:
         """The final evaluation (unless the run failed) and the result."""
         self._bar.close()
+        self._drain()
         final: dict = {}
         if status not in ("failed",):
             try:
