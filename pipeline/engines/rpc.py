@@ -62,6 +62,23 @@ class RunFailure(RunError):
     """The run cannot go on; the message is the one line the user sees."""
 
 
+def fresh_rpc_state() -> None:
+    """torch.distributed.rpc counts, per process, its ``init_rpc`` calls (a prefix of the
+    rendezvous keys) and its all-gathers (a sequence id); our workers are fresh processes that
+    start from 0, so a server that runs several rpc runs one after the other (a sweep, a test
+    session) must start from 0 again, or the second group never forms."""
+    from torch.distributed.rpc import api
+
+    lock = getattr(rpc, "_init_counter_lock", None)
+    if lock is not None and hasattr(rpc, "_init_counter"):
+        with lock:
+            rpc._init_counter = 0
+    if hasattr(api, "_all_gather_sequence_id"):
+        with api._all_gather_dict_lock:
+            api._all_gather_sequence_id.clear()
+            api._all_gather_sequence_id_to_states.clear()
+
+
 def free_port(addr: str) -> int:
     with socket.socket() as s:
         s.bind((addr, 0))
@@ -113,7 +130,6 @@ class RpcEngine:
         ec = self.ec
         deadline = time.monotonic() + ec.start_timeout
         wk.register_rendezvous()
-        wk.quiet_shutdown_warnings()
         if ec.launcher == "torchrun":
             world = int(os.environ.get("WORLD_SIZE", "0"))
             if int(os.environ.get("RANK", "-1")) != 0 or world != self.n + 1:
@@ -174,6 +190,7 @@ class RpcEngine:
 
         def join() -> None:
             try:
+                fresh_rpc_state()
                 rpc.init_rpc(
                     wk.SERVER,
                     rank=0,
@@ -486,34 +503,26 @@ class RpcEngine:
         timeout = float(self.ec.shutdown_timeout)
         deadline = time.monotonic() + timeout
         if self.rpc_up:
-            # everyone leaves together when every worker is still there; else each on its own
-            graceful = (
-                self._clean and not self.failures and all(p.poll() is None for p in self.procs)
-            )
+            # Ask every worker to stop and wait for the answers, then leave the group first
+            # (torch's graceful shutdown keeps per-process counters and hangs when one server
+            # process runs several groups one after the other).
             futs = []
             for r in range(1, self.n + 1):
                 if r - 1 < len(self.procs) and self.procs[r - 1].poll() is not None:
                     continue
                 try:
-                    futs.append(
-                        rpc.rpc_async(
-                            wk.worker_name(r), wk.stop, args=(graceful,), timeout=min(2, timeout)
-                        )
-                    )
+                    futs.append(rpc.rpc_async(wk.worker_name(r), wk.stop, timeout=min(2, timeout)))
                 except Exception:
-                    graceful = False
+                    pass
             for f in futs:
                 try:
                     f.wait()
                 except Exception:
-                    graceful = False
-            try:
-                rpc.shutdown(graceful=graceful, timeout=timeout)
-            except Exception:
-                try:
-                    rpc.shutdown(graceful=False)
-                except Exception:
                     pass
+            try:
+                rpc.shutdown(graceful=False)
+            except Exception:
+                pass
             self.rpc_up = False
         if not self._clean:  # an abnormal end: no reason to wait for anyone
             for p in self.procs:

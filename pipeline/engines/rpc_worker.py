@@ -12,7 +12,7 @@ Messages, one per job each way (flat contiguous tensors):
   computes the gradient unless the job was cancelled, then waits out the rest of ``wait_s``
   (a cancellation interrupts the wait). The reply is ``("ok", seq, grad, compute_s)``,
   ``("cancelled", seq, compute_s)`` or ``("error", seq, text)``.
-- server -> worker ``cancel_job(seq)``, ``stop(graceful)``; worker -> server ``ping``.
+- server -> worker ``cancel_job(seq)``, ``stop()``; worker -> server ``ping``.
 
 Before the RPC group forms, the rendezvous store carries the start-up handshake: the server
 publishes the resolved configuration, each worker reports ``ready`` (or ``failed`` with why).
@@ -28,7 +28,6 @@ import sys
 import threading
 import time
 import traceback
-import warnings
 from datetime import timedelta
 from urllib.parse import parse_qs, urlparse
 
@@ -103,11 +102,6 @@ def read_state(store: dist.TCPStore, rank: int) -> tuple[str, object] | None:
         if store.check([key]):
             return kind, json.loads(store.get(key))
     return None
-
-
-def quiet_shutdown_warnings() -> None:
-    """torch's graceful RPC shutdown warns about its own use of a deprecated gloo API."""
-    warnings.filterwarnings("ignore", message="You are using a Backend", category=UserWarning)
 
 
 def register_rendezvous() -> None:
@@ -249,7 +243,6 @@ def inject(kind: str) -> None:
 
 _RUNNER: JobRunner | None = None
 _STOP = threading.Event()
-_GRACEFUL = threading.Event()  # every rank leaves together (no worker was lost)
 
 
 @rpc.functions.async_execution
@@ -261,9 +254,7 @@ def cancel_job(seq: int) -> None:
     _RUNNER.cancel(seq)
 
 
-def stop(graceful: bool = False) -> None:
-    if graceful:
-        _GRACEFUL.set()
+def stop() -> None:
     _STOP.set()
     if _RUNNER is not None:
         _RUNNER.stop()
@@ -301,7 +292,6 @@ def serve(rank: int, world_size: int, url: str, start_timeout: float, parent: in
     from pipeline.engines import rpc as server
 
     register_rendezvous()
-    quiet_shutdown_warnings()
     fault = parse_fault(os.environ.get(FAULT_ENV, ""), rank - 1)
     if fault is not None and fault[0] == "nostart":
         inject("hang")
@@ -343,14 +333,10 @@ def serve(rank: int, world_size: int, url: str, start_timeout: float, parent: in
         code = 1
     finally:
         _RUNNER.stop()
-        graceful = _STOP.is_set() and _GRACEFUL.is_set()
         try:
-            rpc.shutdown(graceful=graceful, timeout=start_timeout)
+            rpc.shutdown(graceful=False)
         except Exception:
-            try:
-                rpc.shutdown(graceful=False)
-            except Exception:
-                pass
+            pass
     return code
 
 
