@@ -202,6 +202,15 @@ def install_signal_handlers() -> None:
 
 def main() -> None:
     argv = sys.argv[1:]
+    if os.environ.get("TORCHELASTIC_RUN_ID") and os.environ.get("RANK", "0") != "0":
+        # under torchrun, every rank but 0 is a worker of engine=rpc: no Hydra, no records
+        from pipeline.engines.rpc_worker import torchrun_worker
+
+        torchrun_worker(argv)
+        return
+    if os.environ.get("TORCHELASTIC_RUN_ID") and any(a in ("-m", "--multirun") for a in argv):
+        print("error: under torchrun, pipeline.train runs one job (no -m)", file=sys.stderr)
+        sys.exit(2)
     info_only = any(
         a in ("--help", "-h", "--hydra-help", "--info", "--cfg", "-c")
         or a.startswith("--info")

@@ -315,3 +315,147 @@ def test_two_cuda_workers_train_the_cnn(method, tmp_path):
     assert summary["final_test_accuracy"] > 0.3
     assert len(read_events(tmp_path / "run" / "events.csv")) == 200
     assert_no_workers_left(summary)
+
+
+def _lost_worker_run(tmp_path, small_data, monkeypatch, method, *extra, fault="kill:1:5", n=3):
+    monkeypatch.setenv("ASGD_WORKER_FAULT", fault)
+    return run_experiment(small(small_data, method, *extra, n=n), tmp_path)
+
+
+def test_asynchronous_sgd_carries_on_without_a_killed_worker(tmp_path, small_data, monkeypatch):
+    """Worker 1 gets SIGKILL in its 5th job: the run meets its budget with workers 0 and 2,
+    and says what happened."""
+    summary, _ = _lost_worker_run(tmp_path, small_data, monkeypatch, ("asgd",))
+    assert summary["status"] == "finished" and summary["gradients"] == 60
+    assert summary["n_failures"] == 1
+    (failure,) = summary["failures"]
+    assert failure["worker"] == 1 and failure["time"] > 0 and failure["cause"]
+    events = read_events(tmp_path / "events.csv")
+    ones = [i for i, e in enumerate(events) if e["worker"] == 1]
+    assert len(ones) == 4  # its 4 jobs before the fault, none after
+    assert {e["worker"] for e in events[ones[-1] + 1 :]} == {0, 2}
+    jobs = read_jobs(tmp_path)
+    assert [j["status"] for j in jobs if j["worker"] == 1] == ["arrived"] * 4 + ["lost"]
+    assert_no_workers_left(summary)
+
+
+@pytest.mark.slow
+def test_minibatch_continues_with_the_survivors(tmp_path, small_data, monkeypatch):
+    summary, _ = _lost_worker_run(
+        tmp_path, small_data, monkeypatch, ("minibatch",), "engine.on_worker_failure=continue"
+    )
+    assert summary["status"] == "finished" and summary["gradients"] == 60
+    assert [f["worker"] for f in summary["failures"]] == [1]
+    events = read_events(tmp_path / "events.csv")
+    # 4 full rounds of 3 (lr / 3 each), then rounds of the 2 survivors (lr / 2 each)
+    assert [e["lr"] for e in events[:12]] == [pytest.approx(0.05 / 3)] * 12
+    after = [e for e in events if e["version"] >= 5]
+    assert after and all(e["lr"] == pytest.approx(0.05 / 2) for e in after)
+    assert all(e["worker"] in (0, 2) for e in after)
+    assert_no_workers_left(summary)
+
+
+@pytest.mark.slow
+def test_minibatch_aborts_when_told_to(tmp_path, small_data, monkeypatch):
+    with pytest.raises(RunError, match=r"^worker 1 lost \(.*\); minibatch is synchronous"):
+        _lost_worker_run(
+            tmp_path, small_data, monkeypatch, ("minibatch",), "engine.on_worker_failure=abort"
+        )
+    import json
+
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["failures"][0]["worker"] == 1
+    assert 12 <= summary["gradients"] < 60
+    assert_no_workers_left(summary)
+
+
+@pytest.mark.slow
+def test_a_run_whose_last_worker_dies_fails_cleanly(tmp_path, small_data, monkeypatch):
+    with pytest.raises(RunError, match="every worker is lost"):
+        _lost_worker_run(tmp_path, small_data, monkeypatch, ("asgd",), fault="kill:0:3", n=1)
+
+
+def _torchrun(tmp_path, *extra):
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=3",
+        "-m", "pipeline.train", "engine=rpc", "engine.launcher=torchrun", "topology.n_workers=2",
+        "dataset=small_lstsq", f"dataset.path={extra[0]}", "topology=linear", "batch_size=8",
+        "optimizer.lr=0.01", "engine.time_scale=0.002", "eval_every=20", "tracking=none",
+        f"hydra.run.dir={tmp_path / 'run'}", "progress=off", *extra[1:],
+    ]  # fmt: skip
+    env = {**os.environ, "CI": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+@pytest.mark.slow
+def test_torchrun_on_loopback(tmp_path, small_data):
+    """Ranks from the environment: rank 0 is the server and the only one that writes records;
+    ranks 1 and 2 are workers that take their configuration from it."""
+    import json
+
+    proc = _torchrun(tmp_path, small_data, "budget.gradients=120")
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out[-3000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["gradients"] == 120
+    assert len(summary["workers"]) == 2
+    assert len(read_events(tmp_path / "run" / "events.csv")) == 120
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # workers wrote nothing
+    assert_no_workers_left(summary)
+
+
+@pytest.mark.slow
+def test_torchrun_with_a_rank_killed_ends_cleanly(tmp_path, small_data):
+    """SIGKILL to a worker rank: the server records the loss; torchrun then stops the group,
+    and the server ends like on SIGTERM, records kept, nothing left running."""
+    import json
+
+    proc = _torchrun(tmp_path, small_data, "budget.gradients=1000000")
+    try:
+        jobs = tmp_path / "run" / "jobs.csv"
+        deadline = time.monotonic() + 180
+        while not (jobs.exists() and len(jobs.read_text().splitlines()) > 30):
+            assert time.monotonic() < deadline and proc.poll() is None, "never got going"
+            time.sleep(0.2)
+        worker_pid = [
+            p for p in _descendants(proc.pid)
+            if "pipeline.train" in _cmdline(p) and _env_of(p).get("RANK") == "2"
+        ]  # fmt: skip
+        assert len(worker_pid) == 1
+        os.kill(worker_pid[0], signal.SIGKILL)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] in ("killed", "failed")
+    assert [f["worker"] for f in summary["failures"]] == [1]
+    assert len(read_events(tmp_path / "run" / "events.csv")) == summary["gradients"] > 0
+    assert not [p for p in _descendants(proc.pid) if alive(p)]
+    assert_no_workers_left(summary)
+
+
+def _descendants(pid: int) -> list[int]:
+    kids: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                kids.setdefault(int((d / "stat").read_text().split()[3]), []).append(int(d.name))
+            except OSError:
+                pass
+    out, todo = [], [pid]
+    while todo:
+        for c in kids.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def _env_of(pid: int) -> dict[str, str]:
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return {}
+    return dict(x.decode(errors="replace").split("=", 1) for x in raw if b"=" in x)

@@ -144,6 +144,8 @@ class RpcEngine:
             addr = ec.master_addr
             port = self._bind(addr)
         url = wk.init_url(addr, port, ec.start_timeout)
+        local = wk.loopback_only(addr)
+        os.environ.update(local)  # before this process creates its RPC agent
         wk.publish_config(self._store, self.cfg_dict)
         if ec.launcher == "spawn":
             # fresh interpreters (spawned, never forked), so nothing of this process leaks in,
@@ -157,7 +159,7 @@ class RpcEngine:
                         stdin=subprocess.DEVNULL,
                         stdout=self._log,
                         stderr=subprocess.STDOUT,
-                        env={**os.environ, "TORCH_CPP_LOG_LEVEL": "ERROR"},
+                        env={**os.environ, **local, "TORCH_CPP_LOG_LEVEL": "ERROR"},
                     )
                 )
         # phase 1: every worker ready (or a clear reason why not)
@@ -380,8 +382,11 @@ class RpcEngine:
                     last = [ln for ln in text.strip().splitlines() if ln.strip()][-1]
                     raise RunFailure(f"worker {w} failed: {last.strip()}") from None
                 cause = " ".join(text.split())[:200]
-                if "timed out" in cause.lower() or "timeout" in cause.lower():
+                low = cause.lower()
+                if "timed out" in low or "timeout" in low:
                     cause = f"job did not finish within its wait + {job_timeout:g} s"
+                elif "eof" in low or "pipe closed" in low or "connection" in low:
+                    cause = f"connection lost ({cause.split(' (')[0]})"
                 lose(w, cause)
                 return
             if res[0] == "error":

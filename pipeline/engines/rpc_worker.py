@@ -28,12 +28,16 @@ import sys
 import threading
 import time
 import traceback
+import warnings
 from datetime import timedelta
 from urllib.parse import parse_qs, urlparse
 
 import torch
 import torch.distributed as dist
 import torch.distributed.rpc as rpc
+
+# torch's RPC start-up calls a deprecated gloo API of its own
+warnings.filterwarnings("ignore", message="You are using a Backend", category=UserWarning)
 
 SERVER = "server"
 SCHEME = "asgdtcp"  # our rendezvous: a TCP store whose every wait has a deadline
@@ -109,6 +113,14 @@ def register_rendezvous() -> None:
 
     if SCHEME not in _rendezvous_handlers:
         register_rendezvous_handler(SCHEME, _bounded_tcp_rendezvous)
+
+
+def loopback_only(addr: str) -> dict[str, str]:
+    """Environment that keeps TensorPipe and gloo on the loopback interface when the group's
+    address is a loopback one (one machine): nothing listens beyond this host."""
+    if addr not in ("127.0.0.1", "localhost", "::1"):
+        return {}
+    return {k: os.environ.get(k, "lo") for k in ("TP_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME")}
 
 
 def init_url(addr: str, port: int, timeout: float) -> str:
@@ -351,6 +363,27 @@ def spawned_worker(rank: int, world_size: int, url: str, start_timeout: float, p
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)  # never wait on library threads at exit
+
+
+def torchrun_worker(argv: list[str]) -> int:
+    """A rank >= 1 under torchrun: a worker; its configuration comes from rank 0 (the server),
+    so a different config on another host cannot silently run. The command line only gives
+    the start-up deadline (``engine.start_timeout=...``, default 120 s)."""
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    timeout = 120.0
+    for a in argv:
+        if a.startswith("engine.start_timeout="):
+            timeout = float(a.split("=", 1)[1])
+    url = init_url(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), timeout)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # torchrun forwards signals to every rank
+    code = serve(rank, world, url, timeout, None)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def under_torchrun() -> bool:
+    return "TORCHELASTIC_RUN_ID" in os.environ and "RANK" in os.environ
 
 
 def spawn_command(rank: int, world_size: int, url: str, start_timeout: float) -> list[str]:

@@ -35,6 +35,8 @@ class ServerRule(ABC):
 
     #: registry name (the ``optimizer=`` choice)
     name: str = ""
+    #: waits for a set of workers at each step (a lost worker matters: engine.on_worker_failure)
+    synchronous: bool = False
 
     def __init__(self, n_workers: int, lr: float):
         if n_workers < 1:

@@ -10,6 +10,7 @@ class MinibatchSGD(ServerRule):
     x_{k+1} = x_k - lr * mean(g). Each gradient enters with weight lr / n."""
 
     name = "minibatch"
+    synchronous = True
 
     def __init__(self, n_workers: int, lr: float):
         super().__init__(n_workers, lr)

@@ -14,6 +14,7 @@ class RennalaSGD(ServerRule):
     x_{k+1} (cancel and restart: never slower in time, but not the published method)."""
 
     name = "rennala"
+    synchronous = True
 
     def __init__(self, n_workers: int, lr: float, batch: int | None = None, cancel: bool = False):
         super().__init__(n_workers, lr)
