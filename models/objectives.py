@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from models.noise import normals
+
 Sample = Any  # what a sampler returns and grad() consumes: row indices, noise, or None (full)
 
 
@@ -37,9 +39,36 @@ class Objective(ABC):
 
     @abstractmethod
     def sampler(
-        self, rows: np.ndarray | None, batch_size: int | None, rng: np.random.Generator
+        self,
+        rows: np.ndarray | None,
+        batch_size: int | None,
+        rng: np.random.Generator,
+        worker: int = 0,
     ) -> Callable[[], Sample]:
-        """A stream of samples over ``rows`` (None: all rows), one per job."""
+        """Worker ``worker``'s stream of samples over ``rows`` (None: all rows), one per job."""
+
+    #: samples can be drawn for any (worker, job) pairs at once (:meth:`samples_at`)
+    random_access = False
+
+    def samples_at(self, workers: np.ndarray, seqs: np.ndarray) -> Sample:
+        """Sample number ``seqs[i]`` (1-based) of worker ``workers[i]``, stacked (random-access
+        objectives only)."""
+        raise TypeError(f"{self.name} draws its samples in order, per worker")
+
+    def grad_batch(self, points: torch.Tensor, samples: list | Sample) -> torch.Tensor:
+        """Gradients at ``points[i]`` on sample i, stacked (B, dim). ``samples`` is what
+        :meth:`samples_at` or :meth:`stack_samples` returned. The default computes them one by
+        one."""
+        return torch.stack([self.grad(p, z) for p, z in zip(points, samples, strict=True)])
+
+    def stack_samples(self, samples: list) -> list | Sample:
+        """Per-worker samples, in the form :meth:`grad_batch` takes."""
+        return samples
+
+    def batch_pays(self, batch_size: int | None) -> bool:
+        """Whether many gradients computed in one batched call cost less than one by one (a
+        modelled cost: on a GPU every small op is a kernel launch, so batching always pays)."""
+        return self.device.type == "cuda"
 
     def optimum(self) -> float | None:
         """F*, when known."""
@@ -87,28 +116,27 @@ class RowSampler:
         return out
 
 
-class NoiseSampler:
-    """sigma * N(0, I) vectors, drawn in small blocks (thousands of workers each hold one)."""
+class CounterNoise:
+    """Worker ``worker``'s stream of noise samples ``sigma * N(0, I) + shift``: sample s is a
+    pure function of (seed, worker, s) (:mod:`models.noise`), so the event engine can draw any
+    samples at once while a worker process draws them one by one, and both get the same."""
 
-    BLOCK = 16
-
-    def __init__(self, rng: np.random.Generator, dim: int, sigma: float, dtype, device, shift=None):
-        self.rng, self.dim, self.sigma = rng, dim, sigma
-        self.dtype, self.device = dtype, device
-        self.shift = shift  # added to every vector (lets an objective fold a constant in)
-        self._block = torch.empty(0)
-        self._i = self.BLOCK
+    def __init__(self, seed: int, worker: int, dim: int, sigma: float, dtype, device, shift):
+        self.seed, self.worker, self.dim, self.sigma = seed, worker, dim, sigma
+        self.dtype, self.device, self.shift = dtype, device, shift
+        self.count = 0
 
     def __call__(self) -> torch.Tensor:
-        if self._i == self.BLOCK:
-            z = self.rng.standard_normal((self.BLOCK, self.dim))
-            z *= self.sigma
-            self._block = torch.as_tensor(z, dtype=self.dtype, device=self.device)
-            if self.shift is not None:
-                self._block += self.shift
-            self._i = 0
-        self._i += 1
-        return self._block[self._i - 1]
+        self.count += 1
+        return self.at(np.array([self.worker]), np.array([self.count]))[0]
+
+    def at(self, workers: np.ndarray, seqs: np.ndarray) -> torch.Tensor:
+        z = normals(self.seed, workers, seqs, self.dim)
+        z *= self.sigma
+        out = torch.as_tensor(z, dtype=self.dtype).to(self.device)
+        if self.shift is not None:
+            out += self.shift
+        return out
 
 
 class DataObjective(Objective):
@@ -132,7 +160,15 @@ class DataObjective(Objective):
             return torch.as_tensor(np.asarray(y), dtype=torch.long, device=self.device)
         return self._tensor(y)
 
-    def sampler(self, rows, batch_size, rng):
+    def stack_samples(self, samples):
+        first = samples[0]
+        if first is None:
+            return None
+        if all(z.shape == first.shape for z in samples):
+            return torch.stack(samples)
+        return samples  # shards of different sizes: grad_batch goes one by one
+
+    def sampler(self, rows, batch_size, rng, worker=0):
         if rows is None:
             rows = self._all_rows
         if batch_size is None:
@@ -172,6 +208,24 @@ class Quadratic(DataObjective):
         r = torch.mv(Xb, x).sub_(yb)
         return torch.mv(Xb.t(), r).div_(Xb.shape[0])
 
+    def grad_batch(self, points, samples):
+        if isinstance(samples, list):
+            return super().grad_batch(points, samples)
+        if samples is None:  # full batch: one (B, N) residual
+            r = torch.mm(points, self.X.t()).sub_(self.y)
+            return torch.mm(r, self.X).div_(self.n_rows)
+        Xb = self.X[samples]  # (B, b, d)
+        r = torch.bmm(Xb, points.unsqueeze(2)).squeeze(2).sub_(self.y[samples])
+        return torch.bmm(Xb.transpose(1, 2), r.unsqueeze(2)).squeeze(2).div_(samples.shape[1])
+
+    def batch_pays(self, batch_size):
+        if self.device.type == "cuda":
+            return True
+        # the rows of a batch of gradients must stay in cache (measured: a 256 x 400 float64
+        # gather per gradient is ~2x slower batched than one by one)
+        rows = self.n_rows if batch_size is None else batch_size
+        return rows * self.dim * self.X.element_size() <= 64 * 1024
+
     def theory_constants(self, batch_size):
         X = self.X.double().cpu()
         y = self.y.double().cpu()
@@ -200,10 +254,15 @@ class NoisyQuadratic(Objective):
 
     name = "noisy_quadratic"
 
-    def __init__(self, dim=10, sigma=1.0, cond=10.0, dtype=torch.float64, device="cpu"):
+    random_access = True
+
+    def __init__(
+        self, dim=10, sigma=1.0, cond=10.0, dtype=torch.float64, device="cpu", seed: int = 0
+    ):
         if dim < 1 or sigma < 0 or cond < 1:
             raise ValueError("noisy_quadratic needs dim >= 1, sigma >= 0, cond >= 1")
         self.dim, self.sigma, self.dtype = int(dim), float(sigma), dtype
+        self.seed = int(seed)  # the run's seed: each worker's noise stream derives from it
         self.device = torch.device(device)
         self.h = torch.linspace(1.0 / cond, 1.0, self.dim, dtype=dtype, device=self.device)
         self.x_star = torch.ones(self.dim, dtype=dtype, device=self.device)
@@ -217,10 +276,27 @@ class NoisyQuadratic(Objective):
         # a sample is sigma * z - h * x_star, so one fused op gives h * (x - x_star) + sigma * z
         return torch.addcmul(self._offset if sample is None else sample, self.h, x)
 
-    def sampler(self, rows, batch_size, rng):
+    def sampler(self, rows, batch_size, rng, worker=0):
         if self.sigma == 0:
             return lambda: None
-        return NoiseSampler(rng, self.dim, self.sigma, self.dtype, self.device, self._offset)
+        return self._noise(worker)
+
+    def _noise(self, worker: int) -> CounterNoise:
+        return CounterNoise(
+            self.seed, worker, self.dim, self.sigma, self.dtype, self.device, self._offset
+        )
+
+    def samples_at(self, workers, seqs):
+        if self.sigma == 0:
+            return None
+        return self._noise(0).at(workers, seqs)
+
+    def grad_batch(self, points, samples):
+        offset = self._offset if samples is None else samples
+        return torch.addcmul(offset, self.h, points)
+
+    def batch_pays(self, batch_size):
+        return True  # no data to gather: a batch is a few vector ops
 
     def optimum(self):
         return 0.0
@@ -284,6 +360,17 @@ class ModuleObjective(DataObjective):
     def loss(self, x) -> float:
         with torch.no_grad():
             return float(self._objective(x, self.X, self.y))
+
+    def grad_batch(self, points, samples):
+        if isinstance(samples, list):
+            return super().grad_batch(points, samples)
+        from torch.func import grad, vmap
+
+        if samples is None:
+            return vmap(grad(lambda x: self._objective(x, self.X, self.y)))(points)
+        return vmap(grad(lambda x, idx: self._objective(x, self.X[idx], self.y[idx])))(
+            points, samples
+        )
 
     def metrics(self, x):
         out = super().metrics(x)

@@ -67,7 +67,9 @@ def build_objective(cfg: Any, path: Path | None, device: torch.device | None = N
     device = resolve_device(oc.device) if device is None else device
     if oc.name in SYNTHETIC_OBJECTIVES:
         try:
-            return SYNTHETIC_OBJECTIVES[oc.name](oc.dim, oc.sigma, oc.cond, dtype, device)
+            return SYNTHETIC_OBJECTIVES[oc.name](
+                oc.dim, oc.sigma, oc.cond, dtype, device, seed=cfg.seed
+            )
         except ValueError as e:
             raise ConfigError(str(e)) from None
     if path is None:
@@ -159,7 +161,7 @@ class Experiment:
     def samplers(self) -> list:
         bs = self.cfg.batch_size
         return [
-            self.objective.sampler(rows, bs, stream(self.cfg.seed, 2, w))
+            self.objective.sampler(rows, bs, stream(self.cfg.seed, 2, w), worker=w)
             for w, rows in enumerate(self.rows)
         ]
 

@@ -18,8 +18,21 @@ import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import numpy as np
+
 EVENT_COLUMNS = ("worker", "version", "delay", "applied", "lr", "time")
 HISTORY_COLUMNS = ("update", "gradients", "time", "loss", "suboptimality")
+
+
+def _floats(a: np.ndarray) -> list[str]:
+    """repr of each float (few distinct values, such as stepsizes, are formatted once)."""
+    values = a.astype(np.float64).tolist()
+    if len(values) > 64:
+        distinct = set(values)
+        if len(distinct) * 8 < len(values):
+            text = {v: repr(v) for v in distinct}
+            return [text[v] for v in values]
+    return repr(values)[1:-1].split(", ")
 
 
 def _fmt(v) -> str:
@@ -62,22 +75,27 @@ class RunRecorder:
 
     def write_events(self, rows: list[tuple]) -> None:
         """Append event rows ``(worker, version, delay, lr, step, time)``."""
-        if not rows:
+        if rows:
+            W, V, D, LR, _, T = (np.array(c) for c in zip(*rows, strict=True))
+            self.write_columns((W, V, D, LR, T))
+
+    def write_columns(self, columns: tuple) -> None:
+        """Append events given as arrays (worker, version, delay, lr, time), formatted column
+        by column (the float columns in Python's shortest round-trip repr)."""
+        W, V, D, LR, T = columns
+        m = len(W)
+        if not m:
             return
-        lines = []
-        mx, sm, ap = self.max_delay, 0, 0
-        for w, v, d, lr, _, t in rows:
-            if d > mx:
-                mx = d
-            sm += d
-            a = 1 if lr else 0
-            ap += a
-            lines.append(f"{w},{v},{d},{a},{lr!r},{t!r}\n")
-        self.max_delay = mx
-        self.sum_delay += sm
-        self.n_applied += ap
-        self.n_events += len(rows)
-        self._events_file.write("".join(lines))
+        applied = LR != 0
+        self.max_delay = max(self.max_delay, int(D.max()))
+        self.sum_delay += int(D.sum())
+        self.n_applied += int(applied.sum())
+        self.n_events += m
+        cols = [W.tolist(), V.tolist(), D.tolist(), applied.astype(np.int8).tolist()]
+        strs = [repr(c)[1:-1].split(", ") for c in cols]
+        strs.append(_floats(LR))
+        strs.append(_floats(T))
+        self._events_file.write("\n".join(map(",".join, zip(*strs, strict=True))) + "\n")
         self._events_file.flush()
 
     def history(self, row: dict) -> None:

@@ -274,30 +274,38 @@ def test_random_assignment_queues_fifo(tmp_path, small_data, monkeypatch):
     assert_iterates(result, reference_iterates(small_data, events, lrs, [True] * 6))
 
 
-def test_memory_holds_only_referenced_iterates(small_data, tmp_path):
-    """The server keeps the iterates of jobs in flight or queued, never one per update."""
+@pytest.mark.parametrize("batch", ["8", "null"], ids=["one by one", "batched"])
+def test_memory_holds_only_referenced_iterates(small_data, tmp_path, batch):
+    """Between chunks the engine keeps only the iterates of jobs in flight or queued, never one
+    per update; the rows of a chunk are written and dropped."""
     from pipeline.build import build_experiment
     from pipeline.engines.base import RunControl
     from pipeline.engines.sim import SimEngine
     from pipeline.records import RunRecorder
 
     cfg = compose_cfg(
-        "optimizer=asgd", "topology=sqrt", "topology.n_workers=8", "batch_size=8",
+        "optimizer=asgd_random", "topology=sqrt", "topology.n_workers=8", f"batch_size={batch}",
         "optimizer.lr=0.01", "budget.gradients=3000", "dataset=small_lstsq",
-        f"dataset.path={small_data}", "tracking=none",
+        f"dataset.path={small_data}", "tracking=none", "topology.noise=exponential",
     )  # fmt: skip
     exp = build_experiment(cfg)
     rec = RunRecorder(tmp_path)
+    eng = SimEngine(exp, RunControl(exp.evaluator, rec, 10, 3000, None))
+    eng.replay.batched = batch == "null"  # both paths of the replay
+    eng.chunk = 100
     held = []
+    replay = eng.replay.run
 
-    class Probe(RunControl):
-        def record(self, x, update, gradients, time):
-            held.append(eng.server.points_held)
-            return super().record(x, update, gradients, time)
+    def probe(rows, *args):
+        assert len(rows) <= 100
+        out = replay(rows, *args)
+        held.append(len(eng.replay.store))
+        return out
 
-    eng = SimEngine(exp, Probe(exp.evaluator, rec, 1, 3000, None))
+    eng.replay.run = probe
     result = eng.run()
     rec.close()
-    assert result.updates == 3000 and len(held) == 3001
-    assert max(held) <= 8 + 1  # n jobs in flight, plus the current iterate
+    assert result.updates == 3000 and len(held) == 30
+    assert max(held) <= 8 + 1  # n jobs in flight (queued ones included), plus the current
     assert torch.isfinite(result.x).all()
+    assert len((tmp_path / "events.csv").read_text().splitlines()) == 3001

@@ -66,17 +66,17 @@ class Dispatcher:
                 q = self.queues[w] = deque()
             q.append(v)
         else:
-            self._start(w, v)
-
-    def _start(self, w: int, v: int) -> None:
-        self.busy[w] = True
-        self.job_version[w] = v
-        self.start_job(w, v)
+            self.busy[w] = True
+            self.job_version[w] = v
+            self.start_job(w, v)
 
     def _next_queued(self, w: int) -> None:
         q = self.queues[w]
         if q:
-            self._start(w, q.popleft())
+            v = q.popleft()
+            self.busy[w] = True
+            self.job_version[w] = v
+            self.start_job(w, v)
 
     def _release(self, v: int) -> None:
         if self.server is not None:
@@ -84,40 +84,63 @@ class Dispatcher:
 
     # -- events ----------------------------------------------------------------------------------
     def arrive(self, w: int, t: float) -> Decision:
-        """Worker w's running job finished at time t: decide, apply, cancel, assign."""
+        """Worker w's running job finished at time t: decide, apply, cancel, assign. (The hot
+        path of every engine: the common case, one new job for w, takes no extra call.)"""
         v = self.job_version[w]
-        self.busy[w] = False
+        busy = self.busy
+        busy[w] = False
         d = self.rule.on_gradient(w, v)
         self.gradients += 1
-        self.carry_out(d, w, v, t)
-        return d
-
-    def carry_out(self, d: Decision, w: int, v: int, t: float) -> None:
-        """Carry out a decision (for an arrival of worker w's job at version v, or w = -1)."""
         delay, weight, step, assigned, cancel = d
         if self.apply is not None:
             self.apply(w, v, weight, step)
-        if w >= 0:
-            self._release(v)
-            self.rows.append((w, v, delay, weight, step, t))
-        if step and self.server is not None and self.server.version != self.rule.version:
-            raise AssertionError(
-                f"server at version {self.server.version} but rule {self.rule.name} at "
-                f"{self.rule.version}"
-            )
+        server = self.server
+        if server is not None:
+            server.release(v)
+            if step and server.version != self.rule.version:
+                self._out_of_step()
+        self.rows.append((w, v, delay, weight, step, t))
         if cancel:
-            for u in cancel:
-                if self.busy[u]:
-                    self.busy[u] = False
-                    self.cancelled += 1
-                    if self.cancel_job is not None:
-                        self.cancel_job(u, self.job_version[u])
-                    self._release(self.job_version[u])
-                    self._next_queued(u)
+            self._cancel(cancel)
+        if len(assigned) == 1 and assigned[0] == w and not busy[w] and not self.lost[w]:
+            nv = server.pin() if server is not None else self.rule.version
+            busy[w] = True
+            self.job_version[w] = nv
+            self.start_job(w, nv)
+            return d
         for u in assigned:
             self.assign(u)
-        if w >= 0 and not self.busy[w]:
+        if not busy[w]:
             self._next_queued(w)
+        return d
+
+    def carry_out(self, d: Decision, w: int, v: int, t: float) -> None:
+        """Carry out a decision that is not an arrival (w = -1: a lost worker's)."""
+        delay, weight, step, assigned, cancel = d
+        if self.apply is not None:
+            self.apply(w, v, weight, step)
+        if step and self.server is not None and self.server.version != self.rule.version:
+            self._out_of_step()
+        if cancel:
+            self._cancel(cancel)
+        for u in assigned:
+            self.assign(u)
+
+    def _cancel(self, workers: tuple[int, ...]) -> None:
+        for u in workers:
+            if self.busy[u]:
+                self.busy[u] = False
+                self.cancelled += 1
+                if self.cancel_job is not None:
+                    self.cancel_job(u, self.job_version[u])
+                self._release(self.job_version[u])
+                self._next_queued(u)
+
+    def _out_of_step(self) -> None:
+        raise AssertionError(
+            f"server at version {self.server.version} but rule {self.rule.name} at "
+            f"{self.rule.version}"
+        )
 
     def lose(self, w: int, t: float) -> Decision | None:
         """Worker w is gone: its running and queued jobs are dropped, the rule is told (it may

@@ -279,7 +279,7 @@ def build_worker(cfg, w: int, device: torch.device):
 
     objective = build_objective(cfg, dataset_path(cfg), device=device)
     rows = worker_rows(cfg, objective, cfg.topology.n_workers)[w]
-    sampler = objective.sampler(rows, cfg.batch_size, stream(cfg.seed, 2, w))
+    sampler = objective.sampler(rows, cfg.batch_size, stream(cfg.seed, 2, w), worker=w)
     return objective, sampler
 
 
