@@ -8,14 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 
+from pipeline import tracking
 from pipeline.build import Experiment, build_experiment
 from pipeline.engines.base import EvalSchedule, RunResult
 from pipeline.progress import progress_enabled
 from pipeline.records import RunRecorder, read_history, write_summary
 from pipeline.theory import predict
-from pipeline.tracking import NullTracker, flatten, make_tracker
+from pipeline.tracking import NullTracker
 
 log = logging.getLogger(__name__)
 
@@ -48,25 +48,9 @@ def run_experiment(
     outdir.mkdir(parents=True, exist_ok=True)
     exp = build_experiment(cfg)  # raises ConfigError before any work
     torch.set_num_threads(cfg.threads)
-    choices = dict(choices or {})
-    method = cfg.optimizer.name
-    topology = cfg.topology.name
     time_kind = "simulated" if cfg.engine.name == "sim" else "wall"
-    params = flatten(OmegaConf.to_container(cfg, resolve=True))
-    params.update({f"resolved.{k}": v for k, v in exp.rule.describe().items()})
-    params["resolved.eval_every"] = exp.eval_every
-    tags = {
-        "method": method,
-        "topology": topology,
-        "engine": cfg.engine.name,
-        "objective": cfg.objective.name,
-        "dataset": cfg.dataset.name,
-        "preset": choices.get("experiment") or "none",
-    }
-    run_name = f"{method} {topology} n={exp.n_workers} seed={cfg.seed}"
-    tracker = make_tracker(
-        cfg, run_name, params, tags, "sim_time" if time_kind == "simulated" else "wall_time"
-    )
+    run_name = tracking.run_name(cfg, exp)
+    tracker = tracking.open_run(cfg, exp, choices)
     recorder = RunRecorder(
         outdir, extra_history=exp.evaluator.extra_columns, on_history=tracker.log_history
     )
