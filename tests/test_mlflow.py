@@ -23,6 +23,7 @@ from pipeline.tracking import (
     MlflowTracker,
     client_for,
     dataset_inputs,
+    log_selection,
     make_tracker,
     retrying,
 )
@@ -154,6 +155,22 @@ def test_sweep_has_one_named_parent_with_the_comparison(tmp_path, mlflow_uri, sm
     assert rows[-1]["status"] == "FAILED"  # the diverged run ranks last
     best = min(summaries[:2], key=lambda s: s["final_suboptimality"])
     assert rows[0]["run_id"] == best["mlflow_run_id"]  # none reached a target: lowest final
+
+
+def test_every_stage_selection_is_a_run(tmp_path, mlflow_uri):
+    """The tuning and the scaling stages' selected stepsizes (no target in the latter)."""
+    scaling = {"profile": "quick", "lr": {"160": {"asgd": 0.1, "ringmaster": None}}}
+    path = tmp_path / "scaling_lr.json"
+    path.write_text(json.dumps(scaling))
+    client = client_for(mlflow_uri)
+    run = client.get_run(log_selection("scaling", scaling, path, uri=mlflow_uri))
+    assert run.info.run_name == "scaling selection (quick)" and run.info.status == "FINISHED"
+    assert run.data.tags["stage"] == "scaling" and run.data.tags["sweep"] == "selection"
+    assert run.data.params == {"160.asgd": "0.1", "160.ringmaster": "null"}
+    assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["scaling_lr.json"]
+    tuning = {"profile": "quick", "target": 0.005, "lr": {"sqrt": {"asgd": 0.43}}}
+    run = client.get_run(log_selection("tuning", tuning, uri=mlflow_uri))
+    assert run.data.params == {"sqrt.asgd": "0.43", "target": "0.005"}
 
 
 def test_system_metrics_for_real_runs(mlflow_uri):
