@@ -50,9 +50,10 @@ log = logging.getLogger(__name__)
 PARENT_ENV = "ASGD_PIPELINE_PARENT_RUN_ID"
 STATUS = {"finished": "FINISHED", "diverged": "FAILED", "failed": "FAILED", "killed": "KILLED"}
 _BATCH = 1000  # MLflow's limit of metrics per log_batch call
-# MLflow 3's UI opens an experiment of this kind in its "Model training" view (runs, charts)
+# the experiment's type as MLflow 3 records it: model training, not GenAI (the UI still opens in
+# its GenAI view unless the address asks for the "Model training" one: UI_QUERY)
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
-UI_QUERY = "workflowType=machine_learning"  # the same view, chosen in the UI's URL
+UI_QUERY = "workflowType=machine_learning"
 
 # MLflow's chart view groups metrics into sections by the prefix before "/", prefixed sections in
 # alphabetical order first. Against step = server update, the evaluated time series are
@@ -139,8 +140,9 @@ _jitter = random.Random()  # private: never touches the global random state of a
 
 def retrying(fn: Callable, attempts: int = 10, first: float = 0.05, cap: float = 2.0,
              also: tuple[str, ...] = ()) -> Callable:  # fmt: skip
-    """``fn`` retried with exponential backoff (jittered, capped, bounded: about 20 s at most
-    besides sqlite's own busy timeout) while sqlite reports a lock; other errors pass through."""
+    """``fn`` retried while sqlite reports a lock, with jittered exponential backoff: at most
+    ``attempts`` calls and about 20 s of sleep in all (each call may also wait out MLflow's own
+    20 s sqlite busy timeout); other errors pass through at once."""
 
     def call(*args, **kwargs):
         delay = first
@@ -188,7 +190,7 @@ def client_for(uri: str | None = None) -> RetryingClient:
 
 def ensure_experiment(client, name: str) -> str:
     """The experiment's id, created (with the store) if needed; safe against concurrent creators.
-    The experiment is marked as model training, so MLflow 3's UI opens it on its runs."""
+    The experiment's type is recorded as model training (``EXPERIMENT_KIND``)."""
     with store_lock(client.tracking_uri):
         exp = client.get_experiment_by_name(name)
         if exp is None:
@@ -460,11 +462,12 @@ class MlflowTracker:
         try:
             self._stop_monitor()
             self._log_metrics([Metric(RESULTS + k, v, now, 0) for k, v in sorted(values.items())])
-            self.client.log_batch(
-                self.run_id,
-                params=[Param(k, _param(v)) for k, v in sorted(params.items())],
-                tags=[RunTag(k, v[:5000]) for k, v in sorted(tags.items())],
-            )
+            items = [Param(k, _param(v)) for k, v in sorted(params.items())]
+            labels = [RunTag(k, v[:5000]) for k, v in sorted(tags.items())]
+            for i in range(0, max(len(items), len(labels)), 100):  # MLflow's limits per batch
+                self.client.log_batch(
+                    self.run_id, params=items[i : i + 100], tags=labels[i : i + 100]
+                )
             if self.artifacts:
                 for f in files:
                     if Path(f).exists():
