@@ -8,15 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 
-from pipeline import RunError
+from pipeline import RunError, tracking
 from pipeline.build import Experiment, build_experiment
 from pipeline.engines import TIME_KINDS, RunControl, RunResult, engine_class
 from pipeline.progress import progress_enabled
 from pipeline.records import RunRecorder, read_history, write_summary
 from pipeline.theory import predict
-from pipeline.tracking import NullTracker, flatten, make_tracker
+from pipeline.tracking import NullTracker
 
 log = logging.getLogger(__name__)
 
@@ -45,31 +44,15 @@ def run_experiment(
     outdir.mkdir(parents=True, exist_ok=True)
     exp = build_experiment(cfg)  # raises ConfigError before any work
     torch.set_num_threads(cfg.threads)
-    choices = dict(choices or {})
-    method = cfg.optimizer.name
-    topology = cfg.topology.name
     time_kind = TIME_KINDS[cfg.engine.name]
-    params = flatten(OmegaConf.to_container(cfg, resolve=True))
-    params.update({f"resolved.{k}": v for k, v in exp.rule.describe().items()})
-    params["resolved.eval_every"] = exp.eval_every
-    tags = {
-        "method": method,
-        "topology": topology,
-        "engine": cfg.engine.name,
-        "objective": cfg.objective.name,
-        "dataset": cfg.dataset.name,
-        "preset": choices.get("experiment") or "none",
-    }
-    run_name = f"{method} {topology} n={exp.n_workers} seed={cfg.seed}"
+    run_name = tracking.run_name(cfg, exp)
     recorder = RunRecorder(outdir, extra_history=exp.evaluator.extra_columns)
-    tracker, engine = NullTracker(), None
+    tracker, engine = tracking.NullTracker(), None
     started = time.perf_counter()
     result: RunResult | None = None
     status, error = "failed", None
     try:  # from here on, whatever happens, the records and the MLflow run are closed
-        tracker = make_tracker(
-            cfg, run_name, params, tags, "sim_time" if time_kind == "simulated" else "wall_time"
-        )
+        tracker = tracking.open_run(cfg, exp, choices)
         recorder.on_history = tracker.log_history
         engine = make_engine(exp, recorder, trace=trace)
         result = engine.run()

@@ -238,15 +238,13 @@ def main() -> None:
 
 def _abort_sweep() -> None:
     """A multirun stopped by a signal: its MLflow parent run is KILLED too."""
-    from pipeline.tracking import PARENT_ENV, client_for
+    from pipeline.tracking import PARENT_ENV, PARENT_URI_ENV, client_for
 
     parent = os.environ.pop(PARENT_ENV, None)
     if not parent:
         return
     try:
-        client_for(os.environ.get("ASGD_PIPELINE_PARENT_URI") or None).set_terminated(
-            parent, status="KILLED"
-        )
+        client_for(os.environ.pop(PARENT_URI_ENV, None)).set_terminated(parent, status="KILLED")
     except Exception as e:  # the store may be gone; the children carry their own status
         print(f"warning: could not mark the sweep's MLflow run killed: {e}", file=sys.stderr)
 

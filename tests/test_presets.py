@@ -37,14 +37,14 @@ def test_preset_runs_short(preset, tmp_path, mlflow_uri):
     assert "grad_norm_sq" in history[0]
     assert summary["final_grad_norm_sq"] == pytest.approx(history[-1]["grad_norm_sq"])
     run = client_for(mlflow_uri).get_run(summary["mlflow_run_id"])
-    assert "grad_norm_sq" in run.data.metrics
+    assert "curves/grad_norm_sq" in run.data.metrics
     if min_acc is None:
         assert summary["final_test_accuracy"] is None and summary["final_test_loss"] is None
         return
     assert summary["final_test_accuracy"] >= min_acc
     assert summary["final_test_loss"] == pytest.approx(history[-1]["test_loss"])
     assert history[-1]["test_accuracy"] > history[0]["test_accuracy"]
-    assert run.data.metrics["test_accuracy"] == pytest.approx(summary["final_test_accuracy"])
+    assert run.data.metrics["curves/test_accuracy"] == pytest.approx(summary["final_test_accuracy"])
     counts = summary["worker_class_counts"]
     assert len(counts) == summary["n_workers"] and len(counts[0]) == 10
     if preset == "heterogeneous_digits":

@@ -1,0 +1,114 @@
+"""Open the MLflow UI on exactly the store the runs went to, from any directory.
+
+    python -m pipeline.ui                          # the store training uses by default
+    python -m pipeline.ui tracking.uri=sqlite:////abs/path/mlflow.db
+    python -m pipeline.ui --port 5001
+
+The store is resolved as training resolves it: ``tracking.uri=...`` if given, else
+``$MLFLOW_TRACKING_URI``, else the project's ``mlflow.db`` by absolute path. ``mlflow ui`` is then
+started on 127.0.0.1 (loopback only), and the address of the experiment's runs (MLflow 3's
+"Model training" view) is printed. A sqlite store that does not exist yet is refused (no empty
+store is created); a remote tracking server is not started, only named.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from pipeline.tracking import UI_QUERY, resolve_uri, sqlite_path
+
+HOST = "127.0.0.1"
+
+
+class UIError(RuntimeError):
+    pass
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m pipeline.ui",
+        description="Start `mlflow ui` on 127.0.0.1 on the store the pipeline's runs went to.",
+    )
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="tracking.KEY=VALUE",
+        help="tracking.uri=URI and tracking.experiment=NAME, as given to pipeline.train",
+    )
+    p.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default 5000)")
+    p.add_argument(
+        "--print-only", action="store_true", help="print the store and the command; start nothing"
+    )
+    a = p.parse_args(argv)
+    a.uri, a.experiment = None, "async-sgd"
+    for o in a.overrides:
+        key, sep, value = o.partition("=")
+        if not sep or key.lstrip("+") not in ("tracking.uri", "tracking.experiment"):
+            p.error(f"unknown argument {o!r}: only tracking.uri=... and tracking.experiment=...")
+        if key.lstrip("+") == "tracking.uri":
+            a.uri = value or None
+        else:
+            a.experiment = value
+    return a
+
+
+def command(uri: str, port: int) -> list[str]:
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+           "--host", HOST, "--port", str(port), "--workers", "1"]  # fmt: skip
+    db = sqlite_path(uri)
+    if db is not None:  # artifacts of experiments created through the UI go beside the store
+        cmd += ["--artifacts-destination", str(db.parent / "mlartifacts")]
+    return cmd
+
+
+def experiment_url(uri: str, port: int, experiment: str) -> str:
+    """The address of the experiment's runs, or of the experiment list when it is absent."""
+    base = f"http://{HOST}:{port}/"
+    try:
+        from pipeline.tracking import client_for
+
+        exp = client_for(uri).get_experiment_by_name(experiment)
+    except Exception:
+        exp = None
+    if exp is None:
+        return f"{base}#/experiments?{UI_QUERY}"
+    return f"{base}#/experiments/{exp.experiment_id}/runs?{UI_QUERY}"
+
+
+def prepare(a: argparse.Namespace) -> tuple[str, list[str] | None]:
+    """The resolved store and the command that serves it (None: a server already does)."""
+    uri = resolve_uri(a.uri)
+    if uri.startswith(("http://", "https://")):
+        return uri, None
+    db = sqlite_path(uri)
+    if db is not None and not db.exists() and not a.print_only:
+        raise UIError(
+            f"no MLflow store at {db}: no run has been logged there yet (run "
+            "`python -m pipeline.train` first, or pass tracking.uri=... / set MLFLOW_TRACKING_URI "
+            "to the store the runs went to)"
+        )
+    return uri, command(uri, a.port)
+
+
+def main(argv: list[str] | None = None) -> None:
+    a = parse(argv)
+    try:
+        uri, cmd = prepare(a)
+    except UIError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    print(f"store: {uri}")
+    if cmd is None:
+        print(f"runs go to the tracking server {uri}: open it in a browser")
+        return
+    print(f"command: {' '.join(cmd)}")
+    if a.print_only:
+        return
+    print(f"open: {experiment_url(uri, a.port, a.experiment)}", flush=True)
+    os.execv(sys.executable, cmd)  # the server replaces this process: Ctrl-C stops it
+
+
+if __name__ == "__main__":
+    main()
