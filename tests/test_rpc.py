@@ -107,7 +107,9 @@ def test_rpc_run_writes_complete_records(tmp_path, small_data, mlflow_uri):
 
     run = client_for(mlflow_uri).get_run(summary["mlflow_run_id"])
     assert run.info.status == "FINISHED" and run.data.tags["engine"] == "rpc"
-    assert "wall_time" in run.data.metrics
+    assert (
+        "progress/wall_time" in run.data.metrics and "results/gradients_per_s" in run.data.metrics
+    )
     assert_no_workers_left(summary)
 
 
