@@ -120,6 +120,19 @@ class JobTimes:
         self._blocks[worker] = out
         return out
 
+    def drawer(self):
+        """A function ``worker -> duration of its next job`` (the same draws as :meth:`next`,
+        with the common case inlined: an engine calls it once per job)."""
+        if self.noise == "none":
+            return self._tau_list.__getitem__
+        blocks, refill = self._blocks, self._refill
+
+        def draw(worker: int) -> float:
+            block = blocks[worker]
+            return block.pop() if block else refill(worker).pop()
+
+        return draw
+
     def next(self, worker: int) -> float:
         """Duration of worker ``worker``'s next job."""
         if self.noise == "none":

@@ -91,6 +91,9 @@ class TraceTimes:
         q = self._queues[worker]
         return q.pop() if q else math.inf
 
+    def drawer(self):
+        return self.next
+
     @classmethod
     def load(cls, path: str | Path, n_workers: int | None = None) -> TraceTimes:
         rows = read_jobs(path)

@@ -36,6 +36,8 @@ class Dispatcher:
     ):
         n = rule.n
         self.rule = rule
+        self._on_gradient = rule.on_gradient
+        self._solo = rule._solo  # the rules' own (w,) tuples: "w goes on" is an identity test
         self.server = server
         self.start_job = start_job
         self.cancel_job = cancel_job
@@ -89,7 +91,7 @@ class Dispatcher:
         v = self.job_version[w]
         busy = self.busy
         busy[w] = False
-        d = self.rule.on_gradient(w, v)
+        d = self._on_gradient(w, v)
         self.gradients += 1
         delay, weight, step, assigned, cancel = d
         if self.apply is not None:
@@ -102,7 +104,7 @@ class Dispatcher:
         self.rows.append((w, v, delay, weight, step, t))
         if cancel:
             self._cancel(cancel)
-        if len(assigned) == 1 and assigned[0] == w and not busy[w] and not self.lost[w]:
+        elif assigned is self._solo[w]:  # w goes on at the current version
             nv = server.pin() if server is not None else self.rule.version
             busy[w] = True
             self.job_version[w] = nv

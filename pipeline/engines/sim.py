@@ -22,6 +22,8 @@ iterates that jobs in flight or later rows still need.
 from __future__ import annotations
 
 import math
+import queue
+import threading
 from heapq import heappop, heappush, heapreplace
 
 import numpy as np
@@ -31,6 +33,7 @@ from pipeline.engines.base import BY_EXHAUSTION, BY_GRADIENTS, BY_TIME, RunContr
 from pipeline.engines.core import Dispatcher
 
 CHUNK_EVENTS = 1 << 16
+PIPELINED_CHUNK = 4096  # when the schedule runs ahead in a thread
 CHUNK_BYTES = 64 << 20  # a chunk's iterates and gradients stay under this (large models)
 
 
@@ -62,87 +65,104 @@ class SimEngine:
     def server_x(self) -> torch.Tensor:
         return self.replay.x
 
-    def run(self) -> RunResult:
-        rule, control, replay = self.rule, self.control, self.replay
-        next_time = self.times.next
+    def schedule(self, stop: threading.Event):
+        """The schedule, chunk by chunk: yields ``(rows, seqs, in_flight, stopped_by, now)``
+        (rows as the core writes them, each arrival's sample number, the versions of the jobs
+        in flight after the chunk; ``stopped_by`` and ``now`` once the run's schedule ends)."""
+        rule, control = self.rule, self.control
+        draw = self.times.drawer()
         n = rule.n
         heap: list[tuple[float, int, int]] = []
         running = [0] * n  # number of each worker's running job (0: none)
         started = [0] * n  # jobs started per worker: the job's sample number
-        now = 0.0
-        state = {"clock": 0.0, "top": False}  # the event being handled; its entry still on top
-        cancels: list[int] = []  # the row at which each cancellation happened
+        now = clock = 0.0  # the time of the event being handled
+        top = False  # that event's entry is still on the heap's top
+        cancels = self.cancels  # the row at which each cancellation happened
+        done = 0  # rows of earlier chunks
 
         def start_job(w: int, v: int) -> None:
+            nonlocal top
             s = started[w] = started[w] + 1
             running[w] = s
-            d = next_time(w)
+            d = draw(w)
             if d == math.inf:  # a trace that ran out: this job never ends
                 return
-            entry = (state["clock"] + d, w, s)
-            if state["top"]:  # reuse the handled event's slot: one sift instead of two
-                state["top"] = False
-                heapreplace(heap, entry)
+            if top:  # reuse the handled event's slot: one sift instead of two
+                top = False
+                heapreplace(heap, (clock + d, w, s))
             else:
-                heappush(heap, entry)
+                heappush(heap, (clock + d, w, s))
 
         def cancel_job(w: int, v: int) -> None:
             running[w] = 0
             cancels.append(done + len(core.rows) - 1)
 
-        core = Dispatcher(rule, start_job, cancel_job)
+        core = self.core = Dispatcher(rule, start_job, cancel_job)
         budget_g = control.budget_gradients if control.budget_gradients is not None else -1
-        budget_t = control.budget_time
-        status, stopped_by = "failed", BY_EXHAUSTION
-        done = 0  # rows of earlier chunks
+        budget_t = control.budget_time if control.budget_time is not None else math.inf
+        core.begin()
+        arrive = core.arrive
+        while not stop.is_set():
+            seqs: list[int] = []
+            rows = core.rows
+            room = self.chunk if budget_g < 0 else min(self.chunk, budget_g - done)
+            stopped_by = None
+            while room:
+                if not heap:
+                    stopped_by = BY_EXHAUSTION
+                    break
+                t, w, s = heap[0]
+                if running[w] != s:
+                    heappop(heap)  # a cancelled job
+                    continue
+                if t > budget_t:
+                    now, stopped_by = budget_t, BY_TIME
+                    break
+                now = clock = t
+                running[w] = 0
+                seqs.append(s)
+                top = True
+                arrive(w, t)
+                if top:
+                    top = False
+                    heappop(heap)
+                room -= 1
+            if budget_g >= 0 and done + len(rows) == budget_g:
+                stopped_by = BY_GRADIENTS
+            core.rows = []
+            done += len(rows)
+            yield rows, seqs, self._in_flight(core), stopped_by, now
+            if stopped_by is not None:
+                return
+
+    def run(self) -> RunResult:
+        """The replay consumes the schedule's chunks. Where gradients dominate (computed one by
+        one), the schedule runs ahead in a thread: torch releases the GIL while it computes, so
+        on a second core the schedule and the records cost the run next to nothing."""
+        control, replay = self.control, self.replay
+        stop = threading.Event()
+        self.cancels: list[int] = []
+        status, stopped_by, now, done = "failed", BY_EXHAUSTION, 0.0, 0
         control.start(replay.x)
+        chunks = self.schedule(stop)
+        if not replay.batched:
+            self.chunk = min(self.chunk, PIPELINED_CHUNK)
+            chunks = _ahead(chunks, stop)
         try:
-            core.begin()
-            arrive = core.arrive
-            while True:
-                seqs: list[int] = []
-                rows = core.rows
-                limit = self.chunk
-                ended = True
-                while heap:
-                    t, w, s = heap[0]
-                    if running[w] != s:
-                        heappop(heap)  # a cancelled job
-                        continue
-                    if budget_t is not None and t > budget_t:
-                        now = budget_t
-                        stopped_by = BY_TIME
-                        break
-                    now = state["clock"] = t
-                    running[w] = 0
-                    seqs.append(s)
-                    state["top"] = True
-                    arrive(w, t)
-                    if state["top"]:
-                        state["top"] = False
-                        heappop(heap)
-                    if core.gradients == budget_g:
-                        stopped_by = BY_GRADIENTS
-                        break
-                    if len(rows) >= limit:
-                        ended = False
-                        break
-                diverged_at = replay.run(rows, seqs, done, self._in_flight(core))
+            for rows, seqs, in_flight, stopped_by, now in chunks:
+                diverged_at = replay.run(rows, seqs, done, in_flight)
                 keep = len(rows) if diverged_at is None else diverged_at + 1
                 self.recorder.write_columns(replay.columns(keep))
-                if diverged_at is not None:
-                    stopped_by = None
-                    now = rows[diverged_at][5]
-                    done += keep
-                    break
                 done += keep
-                core.rows = []
-                if ended:
+                if diverged_at is not None:
+                    stopped_by, now = None, rows[diverged_at][5]
                     break
             status = "finished"
         finally:
+            stop.set()
             # a run that diverged ends at that row: so do its counts
-            cancelled = core.cancelled if stopped_by else sum(r < done for r in cancels)
+            core = getattr(self, "core", None)
+            cancelled = sum(r < done for r in self.cancels) if core else 0
             self.control.finish(
                 replay.x,
                 replay.version,
@@ -165,6 +185,41 @@ class SimEngine:
         return out
 
 
+def _ahead(chunks, stop: threading.Event, depth: int = 4):
+    """Iterate ``chunks`` in a thread, up to ``depth`` chunks ahead of the consumer."""
+    q: queue.Queue = queue.Queue(depth)
+    end = object()
+
+    def produce() -> None:
+        try:
+            for item in chunks:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(end)
+        except BaseException as e:  # re-raised in the consumer
+            q.put(e)
+
+    thread = threading.Thread(target=produce, name="asgd-schedule", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is end:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(5.0)
+
+
 class Replay:
     """Computes the iterates of a schedule, chunk by chunk (see the module's doc)."""
 
@@ -182,6 +237,8 @@ class Replay:
         self.samplers = None if self.random_access else exp.samplers()
         self.drawn = [0] * exp.rule.n  # samples drawn so far from each worker's sampler
         self.batched = obj.batch_pays(exp.cfg.batch_size)
+        self.ring: torch.Tensor | None = None  # batched path: recent iterates, by version
+        self.mask = 0
         self._cols = None
 
     # -- samples ---------------------------------------------------------------------------------
@@ -211,7 +268,9 @@ class Replay:
         if not rows:
             self._cols = tuple(np.zeros(0) for _ in range(5))
             return None
-        W, V, D, WT, ST, T = (np.array(c) for c in zip(*rows, strict=True))
+        a = np.array(rows, dtype=np.float64)  # one conversion; versions are exact below 2**53
+        W, V, D = (a[:, j].astype(np.int64) for j in range(3))
+        WT, ST, T = a[:, 3], a[:, 4].astype(bool), a[:, 5]
         self._cols = (W, V, D, WT, T)
         S = np.array(seqs)
         applied = WT != 0
@@ -251,13 +310,18 @@ class Replay:
                 )  # fmt: skip
                 g = grad(point, z)
                 if buf is None:
-                    buf = g.mul_(weight)
+                    if step:  # a step of one gradient: one op
+                        x = x.sub(g, alpha=weight)
+                        buf = _APPLIED
+                    else:
+                        buf = g.mul_(weight)
                 else:
                     buf.add_(g, alpha=weight)
                 if last_use.get(v) == i and v not in in_flight and v != version:
                     del store[v]
             if step:
-                x = x - buf if buf is not None else x
+                if buf is not None and buf is not _APPLIED:
+                    x = x - buf
                 buf = None
                 version += 1
                 if version in keep_later:
@@ -269,70 +333,84 @@ class Replay:
         self._keep_needed(in_flight | {version})
         return None
 
+    def _ring_for(self, lo: int, hi: int) -> None:
+        """Make the ring of iterates hold versions lo..hi (it holds x_v at row v mod cap)."""
+        span = hi - lo + 1
+        if self.ring is not None and span <= self.ring.shape[0]:
+            return
+        cap = 1 << max(6, (span - 1).bit_length() + 1)
+        ring = torch.empty((cap, self.x.numel()), dtype=self.x.dtype, device=self.device)
+        if self.ring is not None:  # move the versions still needed, lo..version
+            old = torch.arange(lo, self.version + 1, device=self.device)
+            ring.index_copy_(0, old & (cap - 1), self.ring.index_select(0, old & self.mask))
+        self.ring, self.mask = ring, cap - 1
+
     def _batched(self, W, V, WT, ST, T, S, applied, done, in_flight):
         """Steps whose points are all known, as batched gradients and a cumulative sum."""
-        obj, dev = self.objective, self.device
-        m = len(W)
+        obj, dev, x = self.objective, self.device, self.x
+        K0 = self.version
         steps = np.flatnonzero(ST)  # row of each step in the chunk
         n_steps = len(steps)
-        # the step each row contributes to (0-based in this chunk; n_steps: after the chunk)
-        contrib = np.cumsum(ST) - ST
-        K0 = self.version
-        # the newest point each step needs; steps are computable once that point is known
-        need = np.full(n_steps + 1, -1, dtype=np.int64)
-        if applied.any():
-            np.maximum.at(need, contrib[applied], V[applied])
-        reach = np.maximum.accumulate(need[:n_steps]) if n_steps else need[:0]
-        versions = np.arange(K0 + 1, K0 + n_steps + 1)
-        needed_later = set(V[applied].tolist()) | in_flight
-        # point of each applied row: a known iterate; new iterates land here as they come
-        table = dict(self.store)
-        table[K0] = self.x
-        x = self.x
-        carry = self.carry
-        k = 0  # next step to compute
-        r0 = 0  # first row of step k
-        every = self.control.every
+        contrib = np.cumsum(ST) - ST  # the step each row contributes to (n_steps: the next chunk)
+        A = np.flatnonzero(applied)  # the rows whose gradients are computed
+        need = np.full(n_steps + 1, -1, dtype=np.int64)  # the newest point each step needs
+        if len(A):
+            np.maximum.at(need, contrib[A], V[A])
+        reach = np.maximum.accumulate(need[:n_steps])
+        # applied rows before each step's first row: a round's rows are a slice of A
+        first = np.searchsorted(A, np.concatenate([[0], steps + 1]))
+        lo = min([K0, *in_flight, *(V[A].min(keepdims=True).tolist() if len(A) else [])])
+        if self.ring is None:
+            self._ring_for(lo, K0 + n_steps)
+            self.ring[K0 & self.mask] = x
+        else:
+            self._ring_for(lo, K0 + n_steps)
+        ring, mask = self.ring, self.mask
+        vt = torch.as_tensor(V[A] & mask, device=dev)
+        wt = torch.as_tensor(WT[A], dtype=x.dtype, device=dev)[:, None]
+        ct = torch.as_tensor(contrib[A], device=dev)
+        z = self._samples(W[A], S[A]) if len(A) else None
+        carry, every, control = self.carry, self.control.every, self.control
+        k = 0
         while k < n_steps:
-            k1 = int(np.searchsorted(reach, K0 + k, side="right"))  # steps (k..k1] computable
-            r1 = steps[k1 - 1] + 1
-            rows = np.flatnonzero(applied[r0:r1]) + r0
+            k1 = int(np.searchsorted(reach, K0 + k, side="right"))  # steps k..k1-1 computable
+            a0, a1 = first[k], first[k1]
             sums = torch.zeros((k1 - k, x.numel()), dtype=x.dtype, device=dev)
-            if len(rows):
-                pts = torch.stack([table[v] for v in V[rows].tolist()])
-                g = obj.grad_batch(pts, self._samples(W[rows], S[rows]))
-                g.mul_(torch.as_tensor(WT[rows], dtype=x.dtype, device=dev)[:, None])
-                sums.index_add_(0, torch.as_tensor(contrib[rows] - k, device=dev), g)
+            if a1 > a0:
+                g = obj.grad_batch(ring.index_select(0, vt[a0:a1]), _rows(z, a0, a1))
+                sums.index_add_(0, ct[a0:a1] - k, g.mul_(wt[a0:a1]))
             if carry is not None:
                 sums[0] += carry
                 carry = None
             xs = torch.cumsum(torch.cat([x[None], sums.neg_()]), 0)[1:]
-            for j in range(k1 - k):
-                version = K0 + k + j + 1
-                if version in needed_later:
-                    table[version] = xs[j]
+            v0 = K0 + k + 1  # the version of xs[0]
+            ring.index_copy_(0, torch.arange(v0, v0 + k1 - k, device=dev) & mask, xs)
             x = xs[-1]
-            # evaluations due in these steps (and every step when iterates are traced)
-            due = versions[k:k1]
             traced = len(self.iterates) if self.iterates is not None else 0
             if self.iterates is not None:
                 self.iterates.extend(xs.unbind(0))
-            for j in np.flatnonzero(due % every == 0).tolist() if every > 1 else range(k1 - k):
-                row = steps[k + j]
-                if self.control.stepped(xs[j], int(due[j]), done + row + 1, float(T[row])):
-                    self.x, self.version, self.carry = xs[j], int(due[j]), None
+            # the evaluations due in these steps: the multiples of `every`
+            for version in range(-(-v0 // every) * every, v0 + k1 - k, every):
+                j = version - v0
+                row = int(steps[k + j])
+                if control.stepped(xs[j], version, done + row + 1, float(T[row])):
+                    self.x, self.version, self.carry = xs[j], version, None
                     if self.iterates is not None:
                         del self.iterates[traced + j + 1 :]
-                    return int(row)
-            k, r0 = k1, r1
-        # rows after the last step: their gradients wait for the next chunk's first step
-        rows = np.flatnonzero(applied[r0:m]) + r0
-        if len(rows):
-            pts = torch.stack([table[v] for v in V[rows].tolist()])
-            g = obj.grad_batch(pts, self._samples(W[rows], S[rows]))
-            g.mul_(torch.as_tensor(WT[rows], dtype=x.dtype, device=dev)[:, None])
-            tail = g.sum(0)
+                    return row
+            k = k1
+        if first[n_steps] < len(A):  # rows after the last step: gradients for the next chunk
+            a0 = first[n_steps]
+            g = obj.grad_batch(ring.index_select(0, vt[a0:]), _rows(z, a0, len(A)))
+            tail = g.mul_(wt[a0:]).sum(0)
             carry = tail if carry is None else carry + tail
         self.x, self.version, self.carry = x, K0 + n_steps, carry
-        self.store = {v: p for v, p in table.items() if v in in_flight and v != self.version}
         return None
+
+
+_APPLIED = object()  # the step's one gradient is already in x
+
+
+def _rows(samples, a0: int, a1: int):
+    """Samples a0..a1 of a chunk's (stacked tensor, list, or None for full batches)."""
+    return None if samples is None else samples[a0:a1]
