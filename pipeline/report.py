@@ -168,6 +168,7 @@ def fig_bands(
 ) -> Path:
     """Mean over seeds with its 95% band (t interval of the mean of log10 y when ``log``)."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    lo_y, hi_y = math.inf, 0.0
     for label in sorted(by_label):
         runs = by_label[label]
         xs, ys = _curves(runs, x_key, y_key)
@@ -175,15 +176,18 @@ def fig_bands(
         grid = np.linspace(0.0, end, 200)
         mid, lo, hi = band(xs, ys, grid, log=log)
         (line,) = ax.plot(grid, mid, label=f"{label} (lr {runs[0]['lr']:.3g}, {len(runs)} seeds)")
+        finite = mid[np.isfinite(mid) & (mid > 0)]
+        if finite.size:
+            lo_y, hi_y = min(lo_y, float(finite.min())), max(hi_y, float(finite.max()))
         ax.fill_between(grid, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
     if target is not None:
         ax.axhline(target, color="grey", ls=":", lw=1, label="target")
     for name, v in (ref_lines or {}).items():
         ax.axhline(v, color="k", ls="--", lw=0.8, label=name)
-    if log:
+    if log:  # the bands of a wandering seed can span decades: frame the means
         ax.set_yscale("log")
-        lo_y, hi_y = ax.get_ylim()
-        ax.set_ylim(max(lo_y, 1e-12), hi_y)
+        if hi_y > 0:
+            ax.set_ylim(max(lo_y / 10, 1e-12), hi_y * 10)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
@@ -224,6 +228,7 @@ def fig_delays(run: dict, path: Path, paper_max_over_n: float | None = 35.0) -> 
 @dataclass
 class Section:
     title: str
+    name: str = ""  # its anchor in report.md (set from SECTIONS)
     lines: list[str] = field(default_factory=list)
     figures: list[Path] = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
@@ -267,8 +272,8 @@ def _row_stats(
         "cap_hit": sel.get("cap_hit"),
         "seeds": len(runs),
         "reached": sum(s.get(key) is not None for s in runs),
-        "time_to_target": _est(mean_interval(t)) if t else None,
-        "gradients_to_target": _est(mean_interval(g)) if g else None,
+        "time_to_target": _est(mean_interval(t, floor=0.0)) if t else None,
+        "gradients_to_target": _est(mean_interval(g, floor=0.0)) if g else None,
         "final_suboptimality": float(np.mean(finals)) if None not in finals else None,
         "max_delay": max(s["max_delay"] for s in runs),
         "mean_delay": float(np.mean([s["mean_delay"] or 0 for s in runs])),
@@ -387,7 +392,7 @@ def section_compare(ctx: Context) -> Section:
                 _fmt(r["tuned_lr"]) + ("†" if r["cap_hit"] else ""),
                 f"{r['reached']}/{r['seeds']}",
                 fmt_est(r["time_to_target"]),
-                fmt_est(r["gradients_to_target"], 4),
+                fmt_est(r["gradients_to_target"]),
                 f"**{ratio}**" if r["significant_vs_asgd"] else ratio,
                 _fmt(r["final_suboptimality"]),
                 _fmt(r["max_delay"]),
@@ -597,7 +602,7 @@ def section_scaling(ctx: Context) -> Section:
         }
         for label, runs in by_label.items():
             t = times_of(runs)
-            row["times"][label] = _est(mean_interval(t)) if t else None
+            row["times"][label] = _est(mean_interval(t, floor=0.0)) if t else None
             if tuned.get(cell, {}).get(label, {}).get("cap_hit"):
                 row["cap_hit"].append(label)
         ra = _ratios(cell, by_label)
@@ -703,7 +708,7 @@ def section_nonconvex(ctx: Context) -> Section:
                 }
                 for key in ("time_to_target", "time_to_accuracy", "time_to_grad_norm"):
                     t = times_of(runs, key)
-                    r[key] = _est(mean_interval(t)) if t else None
+                    r[key] = _est(mean_interval(t, floor=0.0)) if t else None
                     r[f"{key}_reached"] = sum(s.get(key) is not None for s in runs)
                 rows.append(r)
             for key in ("time_to_accuracy", "time_to_grad_norm"):
@@ -889,10 +894,15 @@ def answer(m: dict) -> list[str]:
                     f"{cell}: asgd / {best} = {link(_fmt(e['mean'], 2), r['anchor'])} ({sig})"
                 )
         if opt:
-            mstar = next(iter(ratios.values()))["theory_m_star"]
+            settings = sorted(
+                {r["setting"].split(",")[0] for r in comp["rows"] if r["label"] in OPTIMAL_MSTAR}
+            )
             out.append(
-                f"Against the optimal methods set as the theory says (m* = {mstar} here, "
-                "from sigma^2 at the solution): " + "; ".join(opt) + "."
+                "Against the optimal methods set as the theory says ("
+                + "; ".join(settings)
+                + ", with sigma^2 at the solution): "
+                + "; ".join(opt)
+                + "."
             )
     sc = m.get("scaling", {}).get("rows", [])
     if sc:
@@ -963,7 +973,7 @@ def markdown(ctx: Context, sections: list[Section], profile: str | None) -> str:
         if not sec.lines and not sec.figures:
             continue
         lines += [
-            f'<a id="{anchor(sec.title.split()[0])}"></a>',
+            f'<a id="{sec.name}"></a>',
             f"## {sec.title}",
             "",
             *sec.lines,
@@ -981,6 +991,7 @@ def build_report(results: Path) -> dict:
     sections = []
     for name, fn in SECTIONS:
         sec = fn(ctx)
+        sec.name = name
         ctx.metrics[name] = sec.metrics
         sections.append(sec)
     if not ctx.metrics.get("compare"):
@@ -1000,16 +1011,22 @@ def build_report(results: Path) -> dict:
 # ---------------------------------------------------------------------------- README
 
 
+README_FIGURES = ("paper_suboptimality", "paper_delays", "time_to_target", "scaling")
+
+
 def readme_block(metrics: dict, results_rel: str) -> str:
-    """README's generated summary: the answer paragraph with links into the report."""
+    """README's generated summary: the answer paragraph with links into the report, and the
+    headline figures."""
     text = " ".join(metrics.get("answer") or [])
     text = re.sub(r"\]\(#", f"]({results_rel}/report.md#", text)
     prof = metrics.get("profile")
     head = (
         f"From [`{results_rel}/report.md`]({results_rel}/report.md) (profile `{prof}`, "
-        "generated from its `metrics.json`; every number links to its table row):"
+        "generated from its `metrics.json` by `python -m pipeline.report --readme`; every "
+        "number links to its table row, intervals are 95%):"
     )
-    return "\n".join([README_BEGIN, head, "", text, README_END])
+    figs = [f"![{f}]({results_rel}/figures/{f}.png)" for f in README_FIGURES]
+    return "\n".join([README_BEGIN, head, "", text, "", *figs, README_END])
 
 
 def update_readme(readme: Path, results: Path) -> bool:

@@ -51,8 +51,11 @@ def _t(df: float, level: float = LEVEL) -> float:
     return float(_st.t.ppf(0.5 + level / 2, df))
 
 
-def mean_interval(values: Sequence[float], level: float = LEVEL) -> Estimate | None:
-    """The mean with its Student t interval; None for no values."""
+def mean_interval(
+    values: Sequence[float], level: float = LEVEL, floor: float | None = None
+) -> Estimate | None:
+    """The mean with its Student t interval (its lower end raised to ``floor`` when given, for
+    quantities that cannot be below it); None for no values."""
     v = np.asarray([x for x in values], dtype=np.float64)
     if v.size == 0:
         return None
@@ -60,7 +63,8 @@ def mean_interval(values: Sequence[float], level: float = LEVEL) -> Estimate | N
     if v.size < 2:
         return Estimate(m, None, None, 1)
     half = _t(v.size - 1, level) * float(v.std(ddof=1)) / math.sqrt(v.size)
-    return Estimate(m, m - half, m + half, int(v.size))
+    lo = m - half if floor is None else max(floor, m - half)
+    return Estimate(m, lo, m + half, int(v.size))
 
 
 def ratio_interval(a: Sequence[float], b: Sequence[float], level: float = LEVEL) -> Estimate | None:

@@ -22,6 +22,9 @@ def test_mean_interval_by_hand():
         pytest.approx(12 - 25.4124, abs=1e-3),
         pytest.approx(12 + 25.4124, abs=1e-3),
     )
+    # a time cannot be negative: the lower end is raised to the floor, the upper end kept
+    e = mean_interval([10.0, 14.0], floor=0.0)
+    assert e.lo == 0.0 and e.hi == pytest.approx(12 + 25.4124, abs=1e-3)
     assert mean_interval([7.0]).value == 7.0 and not mean_interval([7.0]).has_interval
     assert mean_interval([]) is None
 
