@@ -52,10 +52,13 @@ def _t(df: float, level: float = LEVEL) -> float:
 
 
 def mean_interval(
-    values: Sequence[float], level: float = LEVEL, floor: float | None = None
+    values: Sequence[float],
+    level: float = LEVEL,
+    floor: float | None = None,
+    ceiling: float | None = None,
 ) -> Estimate | None:
-    """The mean with its Student t interval (its lower end raised to ``floor`` when given, for
-    quantities that cannot be below it); None for no values."""
+    """The mean with its Student t interval, its ends clipped to ``floor``/``ceiling`` when
+    given (for quantities that cannot leave that range); None for no values."""
     v = np.asarray([x for x in values], dtype=np.float64)
     if v.size == 0:
         return None
@@ -64,7 +67,8 @@ def mean_interval(
         return Estimate(m, None, None, 1)
     half = _t(v.size - 1, level) * float(v.std(ddof=1)) / math.sqrt(v.size)
     lo = m - half if floor is None else max(floor, m - half)
-    return Estimate(m, lo, m + half, int(v.size))
+    hi = m + half if ceiling is None else min(ceiling, m + half)
+    return Estimate(m, lo, hi, int(v.size))
 
 
 def ratio_interval(a: Sequence[float], b: Sequence[float], level: float = LEVEL) -> Estimate | None:

@@ -219,23 +219,37 @@ class Group:
     name: str
     labels: list[str]
     cells: list[Any]  # the axis values this group runs on
+    extra: list[str] | None = None  # a plain method with overrides of its own (its own group)
 
     def overrides(self, labels: list[str] | None = None) -> list[str]:
         if self.name == BASE:
             return [f"optimizer={','.join(labels or self.labels)}"]
+        if self.extra is not None:
+            return [f"optimizer={self.name}", *self.extra]
         return list(VARIANTS[self.name])
 
     def method(self, label: str) -> str:
-        if self.name == BASE:
+        if self.name == BASE or self.extra is not None:
             return label
         return next(o.split("=", 1)[1] for o in VARIANTS[self.name] if o.startswith("optimizer="))
 
 
-def make_groups(methods: list[str], variants: list[str], cells: list, variant_cells: list | None):
+def make_groups(
+    methods: list[str],
+    variants: list[str],
+    cells: list,
+    variant_cells: list | None,
+    method_overrides: dict[str, list[str]] | None = None,
+):
+    """The base group of plain methods, a group per method with overrides of its own
+    (``method_overrides``, e.g. its own ``eval_every``), and a group per variant."""
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise StudyError(f"params.yaml: unknown variant {unknown[0]!r}; have {sorted(VARIANTS)}")
-    groups = [Group(BASE, list(methods), list(cells))]
+    own = method_overrides or {}
+    plain = [m for m in methods if m not in own]
+    groups = [Group(BASE, plain, list(cells))] if plain else []
+    groups += [Group(m, [m], list(cells), list(own[m])) for m in methods if m in own]
     vc = [c for c in (variant_cells if variant_cells is not None else cells) if c in cells]
     groups += [Group(v, [v], vc) for v in variants]
     return groups
@@ -456,7 +470,13 @@ def nonconvex(profile: dict, root: Path | None = None) -> dict:
     nc = profile["nonconvex"]
     out: dict[str, Any] = {"profile": profile["name"], "problems": {}}
     for name, prob in nc["problems"].items():
-        groups = make_groups(nc["methods"], nc.get("variants", []), nc["topologies"], None)
+        groups = make_groups(
+            nc["methods"],
+            nc.get("variants", []),
+            nc["topologies"],
+            None,
+            prob.get("method_overrides"),
+        )
         common = [
             f"experiment={prob['experiment']}",
             f"target={prob['target']}",

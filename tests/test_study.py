@@ -146,6 +146,29 @@ def test_bracket_rules_and_the_cap():
     assert bracket([p(1, final=0.3), p(2, final=0.1), p(4, final=0.2)], 1 / 8, 8, 2)["bracketed"]
 
 
+def test_groups_one_multirun_per_setting():
+    from pipeline.study import StudyError, make_groups
+
+    g = make_groups(
+        ["minibatch", "asgd", "ringmaster"],
+        ["ringmaster_n"],
+        ["a", "b"],
+        ["b", "c"],
+        {"minibatch": ["eval_every=2"]},
+    )
+    assert [(x.name, x.labels, x.cells) for x in g] == [
+        ("base", ["asgd", "ringmaster"], ["a", "b"]),
+        ("minibatch", ["minibatch"], ["a", "b"]),
+        ("ringmaster_n", ["ringmaster_n"], ["b"]),  # variants only where asked, among the cells
+    ]
+    assert g[0].overrides() == ["optimizer=asgd,ringmaster"]
+    assert g[1].overrides() == ["optimizer=minibatch", "eval_every=2"]
+    assert g[2].overrides() == ["optimizer=ringmaster", "optimizer.threshold=${topology.n_workers}"]
+    assert [x.method(x.labels[0]) for x in g] == ["asgd", "minibatch", "ringmaster"]
+    with pytest.raises(StudyError, match="unknown variant 'ringmaster_x'"):
+        make_groups(["asgd"], ["ringmaster_x"], ["a"], None)
+
+
 def test_parallel_sweep_writes_the_same_records_as_a_sequential_one(tmp_path):
     sweep = [
         "~experiment",
