@@ -170,6 +170,7 @@ def fig_bands(
     target: float | None = None,
     log: bool = True,
     ref_lines: dict | None = None,
+    ylim: tuple[float, float] | None = None,
 ) -> Path:
     """Mean over seeds with its 95% band (t interval of the mean of log10 y when ``log``)."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
@@ -184,6 +185,8 @@ def fig_bands(
         finite = mid[np.isfinite(mid) & (mid > 0)]
         if finite.size:
             lo_y, hi_y = min(lo_y, float(finite.min())), max(hi_y, float(finite.max()))
+        if ylim is not None:  # a quantity bounded to ylim (accuracy): so is its band
+            lo, hi = np.clip(lo, *ylim), np.clip(hi, *ylim)
         ax.fill_between(grid, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
     if target is not None:
         ax.axhline(target, color="grey", ls=":", lw=1, label="target")
@@ -193,6 +196,8 @@ def fig_bands(
         ax.set_yscale("log")
         if hi_y > 0:
             ax.set_ylim(max(lo_y / 10, 1e-12), hi_y * 10)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
@@ -752,6 +757,7 @@ def section_nonconvex(ctx: Context) -> Section:
                         yl,
                         log=log,
                         ref_lines=ref,
+                        ylim=(0.0, 1.0) if y_key == "test_accuracy" else None,
                     )
                 )
         sec.lines += [
