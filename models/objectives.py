@@ -75,8 +75,9 @@ class Objective(ABC):
         return None
 
     def theory_constants(self, batch_size: int | None) -> dict[str, float] | None:
-        """L, Delta = F(x_0) - F* and sigma^2 (variance of one stochastic gradient at x_0) where
-        they can be computed exactly; None otherwise."""
+        """L, Delta = F(x_0) - F* and sigma^2 = E||g(x*, xi) - grad F(x*)||^2 (the variance of
+        one job's stochastic gradient at the solution x*) where they can be computed exactly;
+        None otherwise."""
         return None
 
     def full_grad(self, x: torch.Tensor) -> torch.Tensor:
@@ -188,6 +189,7 @@ class Quadratic(DataObjective):
         super().__init__(X, y, dtype, device)
         self.dim = int(self.X.shape[1])
         self._f_star: float | None = None
+        self._x_star: torch.Tensor | None = None
         self._rows = torch.empty(0, dtype=dtype, device=self.device)  # reused gather buffer
 
     def loss(self, x: torch.Tensor) -> float:
@@ -227,23 +229,35 @@ class Quadratic(DataObjective):
         return rows * self.dim * self.X.element_size() <= 64 * 1024
 
     def theory_constants(self, batch_size):
+        """L = lambda_max(A^T A / N), Delta = F(x_0) - F*, and sigma^2 = E||g(x*, xi) -
+        grad F(x*)||^2 at the solution x*: with g_i(x) = a_i (a_i^T x - b_i), the variance of
+        the mean of b rows drawn without replacement is (1/b) (N-b)/(N-1) (1/N) sum_i
+        ||g_i(x*) - grad F(x*)||^2 (0 for full gradients)."""
         X = self.X.double().cpu()
         y = self.y.double().cpu()
         N = X.shape[0]
         L = float(torch.linalg.eigvalsh(X.T @ X / N)[-1])
         x0 = self.initial_point().double().cpu()
-        per_row = X * (X @ x0 - y)[:, None]  # gradients of the single-row losses
+        x_star = self.solution()
+        per_row = X * (X @ x_star - y)[:, None]  # gradients of the single-row losses at x*
         spread = float(((per_row - per_row.mean(0)) ** 2).sum(1).mean())
         b = N if batch_size is None else batch_size
         sigma2 = spread / b * (N - b) / max(N - 1, 1)  # rows drawn without replacement
         return {"L": L, "delta": self.loss(x0) - self.optimum(), "sigma2": sigma2}
 
+    def solution(self) -> torch.Tensor:
+        """x*, the least-squares solution (float64, CPU)."""
+        if self._x_star is None:
+            X = self.X.double().cpu().numpy()
+            y = self.y.double().cpu().numpy()
+            self._x_star = torch.as_tensor(np.linalg.lstsq(X, y, rcond=None)[0])
+        return self._x_star
+
     def optimum(self) -> float:
         if self._f_star is None:
             X = self.X.double().cpu()
             y = self.y.double().cpu()
-            sol = torch.as_tensor(np.linalg.lstsq(X.numpy(), y.numpy(), rcond=None)[0])
-            r = X @ sol - y
+            r = X @ self.solution() - y
             self._f_star = 0.5 * float(r @ r) / self.n_rows
         return self._f_star
 
@@ -302,6 +316,7 @@ class NoisyQuadratic(Objective):
         return 0.0
 
     def theory_constants(self, batch_size):
+        # the noise is additive, so sigma^2 = E||sigma z||^2 = dim * sigma^2 at every x (and x*)
         return {
             "L": float(self.h.max()),
             "delta": self.loss(self.initial_point()),
