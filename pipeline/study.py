@@ -99,7 +99,11 @@ def _quote(s: str) -> str:
 
 
 def multirun(
-    overrides: list[str], sweep_dir: Path, name: str | None = None, jobs: int | None = None
+    overrides: list[str],
+    sweep_dir: Path,
+    name: str | None = None,
+    jobs: int | None = None,
+    subdir: str = "${hydra.job.num}",
 ) -> list[dict]:
     """Run ``python -m pipeline.train -m <overrides>`` into ``sweep_dir`` (parallel through the
     joblib launcher unless ``jobs`` is 1); return each job's summary in job order."""
@@ -119,7 +123,7 @@ def multirun(
         *extra,
         *launcher,
         f"hydra.sweep.dir={sweep_dir}",
-        "hydra.sweep.subdir=${hydra.job.num}",
+        f"hydra.sweep.subdir={subdir}",
         "progress=off",
     ]
     proc = subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True)
@@ -130,7 +134,10 @@ def multirun(
 
 
 def collect(sweep_dir: Path) -> list[dict]:
-    jobs = sorted((p for p in sweep_dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    jobs = sorted(
+        (p for p in sweep_dir.iterdir() if (p / "summary.json").exists()),
+        key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name),
+    )
     out = []
     for job in jobs:
         summary = json.loads((job / "summary.json").read_text())
@@ -442,6 +449,41 @@ def paper(profile: dict, root: Path | None = None) -> list[dict]:
     )
 
 
+def real(profile: dict, root: Path | None = None) -> dict:
+    """Real processes (engine=rpc) on the paper problem: 4 workers emulating tau_i = i with
+    exponential job times, one run per method for the same wall-clock budget; then each run
+    in the event engine twice: replaying its measured job durations (topology=trace: the
+    simulator given reality's timing) and under the worker-time model alone (topology=linear,
+    simulated seconds x time_scale: the simulator's own prediction)."""
+    root = root or results_dir(profile)
+    r = profile["real"]
+    n, scale, seconds = int(r["n_workers"]), float(r["time_scale"]), float(r["seconds"])
+    common = [
+        f"experiment={r['experiment']}", f"target={profile['target']}",
+        f"optimizer={','.join(r['methods'])}", "budget.gradients=null",
+        f"eval_every={r['eval_every']}", "seed=0",
+    ]  # fmt: skip
+    real_dir = root / "real" / "rpc"
+    multirun(
+        [*common, "engine=rpc", "topology=linear", f"topology.n_workers={n}",
+         "topology.noise=exponential", f"engine.time_scale={scale}", f"budget.time={seconds}"],
+        real_dir, name="real rpc", jobs=1, subdir="${optimizer.name}",
+    )  # fmt: skip
+    multirun(
+        [*common, "topology=trace", f"topology.trace_path={real_dir}/${{optimizer.name}}",
+         f"budget.time={seconds}"],
+        root / "real" / "replay", name="real replay", subdir="${optimizer.name}",
+    )  # fmt: skip
+    multirun(
+        [*common, "topology=linear", f"topology.n_workers={n}", "topology.noise=exponential",
+         f"budget.time={seconds / scale}"],
+        root / "real" / "model", name="real model", subdir="${optimizer.name}",
+    )  # fmt: skip
+    out = {"profile": profile["name"], "time_scale": scale, "seconds": seconds, "n_workers": n}
+    _write_json(root / "real" / "real.json", out)
+    return out
+
+
 def scaling(profile: dict, root: Path | None = None) -> dict:
     root = root or results_dir(profile)
     sc = profile["scaling"]
@@ -504,6 +546,7 @@ STAGES: dict[str, Callable[..., Any]] = {
     "paper": paper,
     "scaling": scaling,
     "nonconvex": nonconvex,
+    "real": real,
 }
 
 
