@@ -36,8 +36,11 @@ from pipeline.records import RunRecorder  # noqa: E402
 METHODS = {
     "asgd": ["optimizer=asgd"],
     "rennala_cancel": ["optimizer=rennala", "optimizer.cancel=true", "optimizer.batch=100"],
-    "ringmaster_cancel": ["optimizer=ringmaster", "optimizer.cancel=true",
-                          "optimizer.threshold=100"],  # fmt: skip
+    "ringmaster_cancel": [
+        "optimizer=ringmaster",
+        "optimizer.cancel=true",
+        "optimizer.threshold=100",
+    ],  # fmt: skip
 }
 
 

@@ -108,6 +108,7 @@ class RpcEngine:
         self.infos: dict[int, dict] = {}
         self.failures: list[dict] = []
         self.t0 = time.perf_counter()
+        self.cpu0 = 0.0
         self.now = 0.0
         self.startup_s = 0.0
         self.rpc_up = False
@@ -415,6 +416,7 @@ class RpcEngine:
         status, stopped_by = "finished", BY_EXHAUSTION
         control.start(server.x)
         self.t0 = time.perf_counter()
+        self.cpu0 = time.process_time()
         self.now = 0.0
         last_watch = 0.0
         try:
@@ -499,6 +501,8 @@ class RpcEngine:
                 "time_scale": None if self.native else float(self.ec.time_scale),
                 "workers": [self.infos.get(r) for r in range(1, self.n + 1)],
                 "gradients_per_s": (core.gradients / self.now) if core and self.now else None,
+                # the server process's CPU over the run (its loop, RPC threads, evaluation)
+                "server_cpu_s": time.process_time() - self.cpu0 if self.cpu0 else None,
             },
         )
 
