@@ -74,6 +74,10 @@ class Objective(ABC):
         """F*, when known."""
         return None
 
+    def known_optimum(self, f_star: float | None) -> None:
+        """F* computed before (a cache): :meth:`optimum` returns it without solving again."""
+        self._f_star = f_star
+
     def theory_constants(self, batch_size: int | None) -> dict[str, float] | None:
         """L, Delta = F(x_0) - F* and sigma^2 = E||g(x*, xi) - grad F(x*)||^2 (the variance of
         one job's stochastic gradient at the solution x*) where they can be computed exactly;
