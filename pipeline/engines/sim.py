@@ -22,7 +22,6 @@ iterates that jobs in flight or later rows still need.
 from __future__ import annotations
 
 import math
-import queue
 import threading
 from heapq import heappop, heappush, heapreplace
 
@@ -33,7 +32,6 @@ from pipeline.engines.base import BY_EXHAUSTION, BY_GRADIENTS, BY_TIME, RunContr
 from pipeline.engines.core import Dispatcher
 
 CHUNK_EVENTS = 1 << 16
-PIPELINED_CHUNK = 4096  # when the schedule runs ahead in a thread
 CHUNK_BYTES = 64 << 20  # a chunk's iterates and gradients stay under this (large models)
 
 
@@ -136,20 +134,16 @@ class SimEngine:
                 return
 
     def run(self) -> RunResult:
-        """The replay consumes the schedule's chunks. Where gradients dominate (computed one by
-        one), the schedule runs ahead in a thread: torch releases the GIL while it computes, so
-        on a second core the schedule and the records cost the run next to nothing."""
+        """The replay consumes the schedule's chunks, and the records are written from them.
+        (Running the schedule ahead in a thread was measured not to pay: the GIL hands over
+        cost more than the schedule, about 2 us an event on the paper problem.)"""
         control, replay = self.control, self.replay
         stop = threading.Event()
         self.cancels: list[int] = []
         status, stopped_by, now, done = "failed", BY_EXHAUSTION, 0.0, 0
         control.start(replay.x)
-        chunks = self.schedule(stop)
-        if not replay.batched:
-            self.chunk = min(self.chunk, PIPELINED_CHUNK)
-            chunks = _ahead(chunks, stop)
         try:
-            for rows, seqs, in_flight, stopped_by, now in chunks:
+            for rows, seqs, in_flight, stopped_by, now in self.schedule(stop):
                 diverged_at = replay.run(rows, seqs, done, in_flight)
                 keep = len(rows) if diverged_at is None else diverged_at + 1
                 self.recorder.write_columns(replay.columns(keep))
@@ -183,41 +177,6 @@ class SimEngine:
             if q:
                 out.update(q)
         return out
-
-
-def _ahead(chunks, stop: threading.Event, depth: int = 4):
-    """Iterate ``chunks`` in a thread, up to ``depth`` chunks ahead of the consumer."""
-    q: queue.Queue = queue.Queue(depth)
-    end = object()
-
-    def produce() -> None:
-        try:
-            for item in chunks:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put(end)
-        except BaseException as e:  # re-raised in the consumer
-            q.put(e)
-
-    thread = threading.Thread(target=produce, name="asgd-schedule", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = q.get()
-            if item is end:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        thread.join(5.0)
 
 
 class Replay:
@@ -278,37 +237,39 @@ class Replay:
             return self._batched(W, V, WT, ST, T, S, applied, done, in_flight)
         return self._one_by_one(rows, S, applied, done, in_flight)
 
-    def _keep_needed(self, needed: set[int]) -> None:
-        self.store = {v: x for v, x in self.store.items() if v in needed}
-
-    def _evaluate(self, x, version: int, gradients: int, t: float) -> bool:
-        if self.iterates is not None:
-            self.iterates.append(x)
-        return self.control.stepped(x, version, gradients, t)
-
     def _one_by_one(self, rows, S, applied, done, in_flight):
-        grad = self.objective.grad
-        used = {int(v) for v in np.asarray([r[1] for r in rows])[applied]}
-        keep_later = used | in_flight
-        last_use: dict[int, int] = {}
-        for i in np.flatnonzero(applied).tolist():
+        """Each arrival's gradient and each step in turn (where a gradient costs more than the
+        loop around it)."""
+        grad, control = self.objective.grad, self.control
+        A = np.flatnonzero(applied).tolist()
+        last_use: dict[int, int] = {}  # the last row of this chunk that needs each version
+        for i in A:
             last_use[rows[i][1]] = i
-        samples = None
-        if self.random_access:
-            idx = np.flatnonzero(applied)
-            W = np.array([rows[i][0] for i in idx.tolist()])
-            samples = self.objective.samples_at(W, S[idx]) if len(idx) else None
-            rank = np.cumsum(applied) - 1
+        keep_later = last_use.keys() | in_flight
+        seqs = S.tolist()
+        if self.random_access and A:
+            W = np.array([rows[i][0] for i in A])
+            samples = dict(zip(A, self.objective.samples_at(W, S[A]).unbind(0), strict=True))
+        else:
+            samples = None
+        samplers, drawn = self.samplers, self.drawn
         x, version, store, buf = self.x, self.version, self.store, self.carry
         if version in keep_later:
             store[version] = x  # jobs started at it during this chunk may need it after a step
+        tracing = self.iterates is not None
+        next_eval = control.next_eval
         for i, (w, v, _, weight, step, t) in enumerate(rows):
             if weight:
-                point = x if v == version else store[v]
-                z = samples[rank[i]] if samples is not None else (
-                    None if self.random_access else self._sample(w, int(S[i]))
-                )  # fmt: skip
-                g = grad(point, z)
+                if samples is not None:
+                    z = samples[i]
+                elif self.random_access:
+                    z = None  # noise-free: no sample
+                else:  # the worker's stream, skipping the samples of its cancelled jobs
+                    z, s, sampler = None, seqs[i], samplers[w]
+                    while drawn[w] < s:
+                        z = sampler()
+                        drawn[w] += 1
+                g = grad(x if v == version else store[v], z)
                 if buf is None:
                     if step:  # a step of one gradient: one op
                         x = x.sub(g, alpha=weight)
@@ -317,7 +278,7 @@ class Replay:
                         buf = g.mul_(weight)
                 else:
                     buf.add_(g, alpha=weight)
-                if last_use.get(v) == i and v not in in_flight and v != version:
+                if last_use[v] == i and v != version and v not in in_flight:
                     del store[v]
             if step:
                 if buf is not None and buf is not _APPLIED:
@@ -326,11 +287,16 @@ class Replay:
                 version += 1
                 if version in keep_later:
                     store[version] = x
-                if self._evaluate(x, version, done + i + 1, t):
-                    self.x, self.version, self.carry = x, version, None
-                    return i
+                if tracing:
+                    self.iterates.append(x)
+                if version >= next_eval:
+                    diverged = control.stepped(x, version, done + i + 1, t)
+                    next_eval = control.next_eval
+                    if diverged:
+                        self.x, self.version, self.carry = x, version, None
+                        return i
         self.x, self.version, self.carry = x, version, buf
-        self._keep_needed(in_flight | {version})
+        self.store = {v: p for v, p in store.items() if v in in_flight or v == version}
         return None
 
     def _ring_for(self, lo: int, hi: int) -> None:
