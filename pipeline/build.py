@@ -4,6 +4,7 @@ bad input is reported here as a one-line ConfigError."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,8 @@ from pipeline.splits import class_counts, split_rows
 from pipeline.theory import optimal_batch
 from pipeline.topology import JobTimes, mean_times
 
-DATA_DIR = PROJECT_ROOT / "data"
+DATA_DIR = PROJECT_ROOT / "data"  # the data step's (DVC's) folder: pipeline.data writes here
+DATA_DIR_ENV = "ASGD_DATA_DIR"  # where default data files are read and built instead (tests)
 SYNTHETIC_OBJECTIVES = {"noisy_quadratic": NoisyQuadratic}
 CLASSIFIERS = ("logreg", "mlp", "cnn")
 
@@ -29,6 +31,13 @@ CLASSIFIERS = ("logreg", "mlp", "cnn")
 def stream(seed: int, purpose: int, worker: int = 0) -> np.random.Generator:
     """The seeded generator for one purpose (1 times, 2 samples, 7 the rule) and worker."""
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(purpose, worker)))
+
+
+def data_dir() -> Path:
+    """The folder of default data files ``<name>.npz``: ``$ASGD_DATA_DIR`` when set (the test
+    suite points it at a temporary folder), else the project's ``data/``."""
+    override = os.environ.get(DATA_DIR_ENV)
+    return Path(override) if override else DATA_DIR
 
 
 def dataset_path(cfg: Any) -> Path | None:
@@ -42,7 +51,7 @@ def dataset_path(cfg: Any) -> Path | None:
         if not path.exists():
             raise ConfigError(f"data file not found: {path} (dataset.path)")
         return path
-    path = DATA_DIR / f"{ds.name}.npz"
+    path = data_dir() / f"{ds.name}.npz"
     if not path.exists():
         if ds.name not in datasets.BUILDERS:
             raise ConfigError(
