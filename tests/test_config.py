@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from pipeline import CONF_DIR, ConfigError
 from pipeline.build import build_experiment
 from pipeline.config import validate
+from pipeline.runner import run_experiment
 from pipeline.train import preflight
 from tests.conftest import compose_cfg, run_cli
 
@@ -122,3 +125,31 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path):
     assert out.returncode == 2
     assert len(out.stderr.strip().splitlines()) == 1
     assert "Could not find 'optimizer/adam'" in out.stderr
+
+
+NO_PRESET = ("~experiment", "objective=noisy_quadratic", "dataset=none", "optimizer=asgd",
+             "optimizer.lr=0.1", "topology.n_workers=4", "tracking=none")  # fmt: skip
+
+
+def test_the_users_time_budget_binds_without_a_preset(tmp_path):
+    """No hidden gradient budget undercuts budget.time: 4 workers at tau = 1 run to t = 500."""
+    out = run_cli(*NO_PRESET, "budget.time=500", f"hydra.run.dir={tmp_path}", "progress=off")
+    assert out.returncode == 0, out.stderr[-2000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["stopped_by"] == "budget.time" and summary["sim_time"] == 500
+    assert summary["gradients"] == 4 * 500
+    assert "(stopped by budget.time)" in out.stdout + out.stderr
+
+
+@pytest.mark.parametrize(
+    "gradients,time,by",
+    [(100, 500.0, "budget.gradients"), (10**6, 50.0, "budget.time"), (201, 50.0, "budget.time")],
+)
+def test_with_both_budgets_the_first_reached_ends_the_run(gradients, time, by, tmp_path):
+    cfg = compose_cfg(*NO_PRESET, f"budget.gradients={gradients}", f"budget.time={time}")
+    summary, _ = run_experiment(cfg, tmp_path)
+    assert summary["status"] == "finished" and summary["stopped_by"] == by
+    if by == "budget.gradients":
+        assert summary["gradients"] == gradients and summary["sim_time"] < time
+    else:
+        assert summary["sim_time"] == time and summary["gradients"] == 4 * int(time) < gradients
