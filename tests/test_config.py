@@ -90,7 +90,7 @@ BAD = [
     (["topology=native"], "topology=native needs engine=rpc (this run has engine=sim)"),
     (["topology=trace"], "topology.trace_path must be set"),
     (["topology=trace", "topology.trace_path=/no/trace"], "trace not found: /no/trace"),
-    (["topology.n_workers=many"], "could not be converted to Integer"),
+    (["topology.n_workers=many"], "topology.n_workers must be an integer, got many"),
     (
         ["~experiment", "optimizer=asgd", "budget.gradients=9"],
         "no stepsize for method 'asgd': set optimizer.lr",
