@@ -73,6 +73,8 @@ class Estimate:
 
 def _gib(n: float) -> str:
     g = n / GiB
+    if g >= 100:
+        return f"{g:,.0f} GiB"
     return f"{g:.3g} GiB" if g >= 0.01 else f"{n / MiB:.3g} MiB"
 
 
