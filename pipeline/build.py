@@ -232,20 +232,41 @@ def build_times(cfg: Any) -> JobTimes:
             return TraceTimes.load(check_trace(t.trace_path), t.n_workers)
         if t.name == "native":
             return JobTimes(np.ones(t.n_workers), "none", cfg.seed)
-        taus = mean_times(
-            t.name,
-            t.n_workers,
-            t.get("tau", 1.0),
-            stragglers=t.get("stragglers", 1),
-            factor=t.get("factor", 100.0),
-            fraction_fast=t.get("fraction_fast", 0.5),
-            tau_fast=t.get("tau_fast", 1.0),
-            tau_slow=t.get("tau_slow", 10.0),
-            times=list(t.times) if t.name == "custom" else None,
-        )
+        taus = topology_taus(cfg)
         return JobTimes(taus, t.noise, cfg.seed, gamma_shape=t.gamma_shape, jitter=t.jitter)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+
+
+def topology_taus(cfg: Any) -> np.ndarray:
+    """The mean job time of every worker of an emulated topology."""
+    t = cfg.topology
+    return mean_times(
+        t.name,
+        t.n_workers,
+        t.get("tau", 1.0),
+        stragglers=t.get("stragglers", 1),
+        factor=t.get("factor", 100.0),
+        fraction_fast=t.get("fraction_fast", 0.5),
+        tau_fast=t.get("tau_fast", 1.0),
+        tau_slow=t.get("tau_slow", 10.0),
+        times=list(t.times) if t.name == "custom" else None,
+    )
+
+
+def check_first_arrival(cfg: Any, taus: np.ndarray) -> None:
+    """With fixed job times (noise none), a time budget shorter than the first update trains
+    nothing: the fastest worker's time, or for minibatch SGD the slowest's."""
+    if cfg.budget.time is None or cfg.topology.get("noise") != "none" or not len(taus):
+        return
+    sync = cfg.optimizer.name == "minibatch"
+    first = float(np.max(taus) if sync else np.min(taus))
+    if cfg.budget.time < first:
+        who = "a minibatch round (the slowest worker)" if sync else "the fastest worker's job"
+        raise ConfigError(
+            f"budget.time={cfg.budget.time:g} ends the run before its first update: "
+            f"{who} takes {first:g} (topology.noise=none)"
+        )
 
 
 def build_experiment(cfg: Any) -> Experiment:
@@ -260,6 +281,7 @@ def build_experiment(cfg: Any) -> Experiment:
     except ValueError as e:
         raise ConfigError(str(e)) from None
     check_first_update(cfg, 1.0 / rule.updates_per_gradient)
+    check_first_arrival(cfg, times.taus)
     rows = worker_rows(cfg, objective, n)
     f_star = objective.optimum()
     evaluator = Evaluator(objective, f_star)
@@ -300,6 +322,11 @@ def check_job(cfg: Any, cache: dict | None = None) -> None:
             cache[key] = load_data(path, cfg.objective.name, data_key(cfg))["y"]
         y = cache[key]
     shards(cfg, y, n)
+    if cfg.topology.name not in ("trace", "native") and cfg.budget.time is not None:
+        try:
+            check_first_arrival(cfg, topology_taus(cfg))
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     name = cfg.optimizer.name
     if name == "minibatch":
         check_first_update(cfg, n)

@@ -401,6 +401,11 @@ DEGENERATE = [
     (["optimizer=rennala", "optimizer.batch=41"],
      "rennala needs 41 gradients per update (optimizer.batch)"),
     (["batch_size=65"], "batch_size=65 is larger than the dataset (64 rows per worker)"),
+    (["topology=linear", "topology.tau=2", "budget.time=1.5"],
+     "budget.time=1.5 ends the run before its first update: the fastest worker's job takes 2"),
+    (["optimizer=minibatch", "topology=linear", "budget.gradients=null", "budget.time=3"],
+     "budget.time=3 ends the run before its first update: a minibatch round (the slowest "
+     "worker) takes 4"),
     (["dataset.params.n_rows=0"], "dataset.params.n_rows must be >= 1, got 0"),
     (["dataset.params.dim=nan"], "dataset.params.dim must be finite, got nan"),
     (["dataset.params.noise=-1"], "dataset.params.noise must be >= 0, got -1"),
