@@ -255,10 +255,12 @@ def topology_taus(cfg: Any) -> np.ndarray:
 
 
 def check_first_arrival(cfg: Any, taus: np.ndarray) -> None:
-    """With fixed job times (noise none), a time budget shorter than the first update trains
-    nothing: the fastest worker's time, or for minibatch SGD the slowest's."""
+    """With fixed job times (noise none) on the simulated clock, a time budget shorter than the
+    first update trains nothing: the fastest worker's time, or for minibatch SGD the slowest's."""
     if cfg.budget.time is None or cfg.topology.get("noise") != "none" or not len(taus):
         return
+    if cfg.engine.name == "rpc" and not cfg.engine.ordered:
+        return  # budget.time is wall seconds there
     sync = cfg.optimizer.name == "minibatch"
     first = float(np.max(taus) if sync else np.min(taus))
     if cfg.budget.time < first:

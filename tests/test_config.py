@@ -153,3 +153,42 @@ def test_with_both_budgets_the_first_reached_ends_the_run(gradients, time, by, t
         assert summary["gradients"] == gradients and summary["sim_time"] < time
     else:
         assert summary["sim_time"] == time and summary["gradients"] == 4 * int(time) < gradients
+
+
+def test_help_lists_every_group_option_and_main_key():
+    """--help (conf/config.yaml's hydra.help.template): each group with exactly its options, and
+    main keys that all exist in the schemas, one line each."""
+    from dataclasses import fields, is_dataclass
+
+    from pipeline.config import SCHEMAS, Config
+
+    out = run_cli("--help")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    groups_at, keys_at = (
+        lines.index("== Config groups: group=option =="),
+        lines.index("== Main keys: key=value =="),
+    )
+    listed = {ln.split()[0]: ln.split()[1:] for ln in lines[groups_at + 1 : keys_at] if ln}
+    assert sorted(listed) == sorted(GROUPS)
+    for group in GROUPS:
+        assert sorted(listed[group]) == options(group), group
+
+    def keys(schema, prefix=""):
+        for f in fields(schema):
+            sub = f.default_factory if isinstance(f.default_factory, type) else None
+            if sub is not None and is_dataclass(sub):
+                yield from keys(sub, f"{prefix}{f.name}.")
+            else:
+                yield f"{prefix}{f.name}"
+
+    known = set(keys(Config))
+    for group, opts in SCHEMAS.items():
+        for schema in opts.values():
+            known |= set(keys(schema, f"{group}."))
+    main = [ln.split()[0] for ln in lines[keys_at + 1 : lines.index("", keys_at)]]
+    assert len(main) >= 30 and len(set(main)) == len(main)
+    assert set(main) <= known, sorted(set(main) - known)
+    for key in ("optimizer.lr", "topology.n_workers", "budget.gradients", "budget.time",
+                "batch_size", "seed", "dataset.path", "topology.noise"):  # fmt: skip
+        assert key in main
