@@ -155,7 +155,8 @@ def _nonfinite(name: str, v: np.ndarray, where: str) -> None:
     if v.dtype.kind == "f":
         bad = int(np.size(v) - np.count_nonzero(np.isfinite(v)))
         if bad:
-            raise ConfigError(f"{where}: {name} holds {bad} non-finite values (NaN or Inf)")
+            s = "s" if bad > 1 else ""
+            raise ConfigError(f"{where}: {name} holds {bad} non-finite value{s} (NaN or Inf)")
 
 
 def load_data(path: str | Path, objective: str, key: str = "dataset.path") -> dict:

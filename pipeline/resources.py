@@ -148,7 +148,7 @@ def _meta_module(cfg: Any, data: DataSize):
     import torch
 
     from models.objectives import CNN, MLP, LogReg, ModuleObjective
-    from pipeline.build import data_key
+    from pipeline.build import data_key, default_data_file
 
     class Capture(ModuleObjective):
         def __init__(self, module, *args, **kwargs):
@@ -164,7 +164,7 @@ def _meta_module(cfg: Any, data: DataSize):
         kwargs["hidden"] = tuple(oc.hidden)
     if oc.name == "cnn":
         kwargs["channels"] = oc.channels
-        where = f"{data.path} ({data_key(cfg)})" if data.path else f"dataset={cfg.dataset.name}"
+        where = f"{data.path or default_data_file(cfg.dataset)} ({data_key(cfg)})"
         kwargs["image_shape"] = check_image_shape(data.image_shape, data.features, where)
     try:
         with torch.device("meta"):

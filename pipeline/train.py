@@ -35,7 +35,8 @@ def _one_line(e: BaseException) -> str:
 
     if isinstance(e, MissingConfigException) and e.options:
         head = str(e).strip().splitlines()[0]
-        return f"{head}; available: {', '.join(sorted(e.options))}"
+        options = sorted(o for o in e.options if not o.startswith("schema_"))  # typed bases
+        return f"{head}; available: {', '.join(options)}"
     parts = []
     while e is not None:
         text = " ".join(str(e).split())

@@ -125,6 +125,7 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path):
     assert out.returncode == 2
     assert len(out.stderr.strip().splitlines()) == 1
     assert "Could not find 'optimizer/adam'" in out.stderr
+    assert out.stderr.strip().endswith("available: " + ", ".join(options("optimizer")))
 
 
 NO_PRESET = ("~experiment", "objective=noisy_quadratic", "dataset=none", "optimizer=asgd",

@@ -263,9 +263,9 @@ DATA_FILES = {  # id -> (objective, writer(dir) -> path, what the message says)
     "complex values": ("quadratic", lambda d: _npz(d / "a.npz", X=X + 1j, y=Y_REAL),
                        "array X is not numeric"),
     "NaN in X": ("quadratic", lambda d: _npz(d / "a.npz", X=_with(X, (3, 1), np.nan), y=Y_REAL),
-                 "X holds 1 non-finite values (NaN or Inf)"),
+                 "X holds 1 non-finite value (NaN or Inf)"),
     "Inf in y": ("quadratic", lambda d: _npz(d / "a.npz", X=X, y=_with(Y_REAL, 4, -np.inf)),
-                 "y holds 1 non-finite values"),
+                 "y holds 1 non-finite value (NaN or Inf)"),
     "NaN in X_test": (
         "logreg", lambda d: _npz(d / "a.npz", X=X, y=Y_LABELS, X_test=_with(X[:6], 0, np.nan),
                                  y_test=Y_LABELS[:6]),
