@@ -81,6 +81,7 @@ def test_sigterm_ends_an_event_engine_run_like_ctrl_c(tmp_path, small_data, mlfl
     _assert_killed_run(run_dir, mlflow_uri)
 
 
+@pytest.mark.slow
 def test_sigterm_during_a_multirun_kills_the_job_and_the_sweep(tmp_path, small_data, mlflow_uri):
     sweep = tmp_path / "sweep"
     proc = _start(
