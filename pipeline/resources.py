@@ -20,6 +20,7 @@ cgroup's limit when lower); a run that cannot fit is refused with both numbers.
 from __future__ import annotations
 
 import inspect
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,12 +99,17 @@ def data_size(cfg: Any, shape: DataShape | None) -> DataSize | None:
             shape.rows, shape.features, shape.test_rows, file_bytes=shape.total_bytes,
             x_itemsize=shape.arrays["X"][1].itemsize, path=shape.path,
         )  # fmt: skip
-        with np.load(shape.path, allow_pickle=False) as f:
-            y = f["y"]
-            if y.dtype.kind in "biu" and len(y):
-                size.classes = max(2, int(y.max()) + 1)
-            if "image_shape" in f.files:
-                size.image_shape = tuple(np.asarray(f["image_shape"]).ravel().tolist())
+        try:  # the two small arrays: the number of classes and the image shape
+            with np.load(shape.path, allow_pickle=False) as f:
+                y = f["y"]
+                if y.dtype.kind in "biu" and len(y):
+                    size.classes = max(2, int(y.max()) + 1)
+                if "image_shape" in f.files:
+                    size.image_shape = tuple(np.asarray(f["image_shape"]).ravel().tolist())
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+            from pipeline.build import data_key
+
+            raise ConfigError(f"{shape.path} ({data_key(cfg)}) cannot be read: {e}") from None
         return size
     p = {**_builder_defaults(ds.name), **dict(ds.params or {})}
     frac = float(p.get("test_fraction", 0.2))

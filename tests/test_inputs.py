@@ -235,6 +235,9 @@ DATA_FILES = {  # id -> (objective, writer(dir) -> path, what the message says)
         "quadratic", lambda d: _zip(d / "b.npz", {"X.npy": b"garbage", "y.npy": b"garbage"}),
         "X.npy is not a numpy array",
     ),
+    "a truncated array": (
+        "quadratic", lambda d: _truncated(_npz(d / "a.npz", X=X, y=Y_REAL)), "cannot be read",
+    ),
     "no X and y": ("quadratic", lambda d: _npz(d / "a.npz", A=X), "has no arrays X and y"),
     "no y": ("quadratic", lambda d: _npz(d / "a.npz", X=X), "has no array y (it holds X)"),
     "X 1-d": ("quadratic", lambda d: _npz(d / "a.npz", X=Y_REAL, y=Y_REAL),
@@ -299,6 +302,13 @@ DATA_FILES = {  # id -> (objective, writer(dir) -> path, what the message says)
         "image_shape 1 x 2 x 2 = 4 values but X has 3 columns",
     ),
 }  # fmt: skip
+
+
+def _truncated(path: Path) -> Path:
+    """The same arrays with the end of every array's data cut off (headers intact)."""
+    with zipfile.ZipFile(path) as zf:
+        members = {i.filename: zf.read(i) for i in zf.infolist()}
+    return _zip(path, {name: data[: len(data) - 40] for name, data in members.items()})
 
 
 def _touch(path: Path, data: bytes) -> Path:
