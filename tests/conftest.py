@@ -19,8 +19,12 @@ from pipeline.build import DATA_DIR_ENV
 _HERMETIC_ENV = (DATA_DIR_ENV, "MLFLOW_TRACKING_URI")
 
 
+# caches of tools (bytecode, linters) may change while the suite runs: not the tests' writing
+_TOOL_CACHES = ("__pycache__", ".ruff_cache", ".mypy_cache", ".pytest_cache")
+
+
 def _tree_state() -> dict[str, tuple] | None:
-    """Every changed, untracked or ignored file of the working tree (bytecode caches aside),
+    """Every changed, untracked or ignored file of the working tree (tool caches aside),
     with its size and modification time; None outside a git checkout."""
     try:
         out = subprocess.run(
@@ -38,7 +42,7 @@ def _tree_state() -> dict[str, tuple] | None:
         code, path = entry[:2], entry[3:]
         if code[0] in "RC":
             next(entries, None)  # a rename's source path
-        if "__pycache__/" in path or path.endswith(".pyc"):
+        if path.endswith(".pyc") or any(f"{c}/" in path for c in _TOOL_CACHES):
             continue
         try:
             st = (PROJECT_ROOT / path).stat()
