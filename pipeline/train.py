@@ -100,8 +100,12 @@ def _compose_error(e: BaseException, overrides: list[str], config_name: str) -> 
         kind = re.search(r"could not be converted to (\w+)|is not a valid (bool)", why)
         if kind:
             what = {"Integer": "an integer", "Float": "a number", "bool": "true or false"}
-            name = kind.group(1) or kind.group(2)
-            return ConfigError(f"{key} must be {what.get(name, name)}, got {value}")
+            name = what.get(kind.group(1) or kind.group(2), kind.group(1))
+            if re.search(r"full_key: \S+\[\d+\]", text):  # an element of a list
+                name = "a list of " + {"an integer": "integers", "a number": "numbers"}.get(
+                    name, name
+                )
+            return ConfigError(f"{key} must be {name}, got {value}")
     return ConfigError(_one_line(e))
 
 

@@ -188,6 +188,14 @@ def test_type_errors_name_the_key():
         (["optimizer.lr=fast"], "optimizer.lr must be a number, got fast"),
         (["seed=null"], "seed must be set, got null"),
         (["tracking.enabled=maybe"], "tracking.enabled must be true or false, got maybe"),
+        (
+            ["objective=mlp", "objective.hidden=[8,nan]"],
+            "objective.hidden must be a list of integers, got [8,nan]",
+        ),
+        (
+            ["topology=custom", "topology.times=[1,x,2,3]"],
+            "topology.times must be a list of numbers, got [1,x,2,3]",
+        ),
     ):
         with pytest.raises(ConfigError) as info:
             preflight(args)
