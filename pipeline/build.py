@@ -97,12 +97,21 @@ def dataset_path(cfg: Any) -> Path | None:
     return path
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, key: str = "objective.device") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"{key} must be cpu, cuda, cuda:N or auto, got {name!r}") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"{key} must be cpu, cuda, cuda:N or auto, got {name!r}")
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} asked for, but CUDA is not available here")
+        raise ConfigError(f"device {name!r} asked for, but CUDA is not available here ({key})")
+    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(
+            f"{key}={name}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+        )
     return dev
 
 
@@ -301,6 +310,10 @@ def check_job(cfg: Any, cache: dict | None = None) -> None:
     validate(cfg)
     if cfg.objective.name == "logreg" and cfg.objective.l2 is not None and not cfg.objective.l2:
         raise ConfigError("logreg needs objective.l2 > 0 (the objective must be strongly convex)")
+    resolve_device(cfg.objective.device)
+    eng = cfg.engine
+    if eng.name == "rpc" and eng.launcher == "spawn" and eng.device != "auto":
+        resolve_device(eng.device, "engine.device")  # the workers start on this machine
     n = cfg.topology.n_workers
     if cfg.topology.name == "trace":
         n = build_times(cfg).n_workers

@@ -524,3 +524,18 @@ def test_the_estimate_is_recorded_nowhere_but_refuses_early(tmp_path):
     assert out.stderr.startswith("error: this run needs about ")
     assert not (tmp_path / "run").exists()
     json.dumps(out.stderr)  # plain text
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["objective.device=gpu"], "objective.device must be cpu, cuda, cuda:N or auto, got 'gpu'"),
+        (["objective.device=cuda:99"], r"CUDA is not available here|has \d+ CUDA device"),
+        (["engine=rpc", "engine.device=cuda:99"], r"\(engine.device\)|engine.device=cuda:99"),
+    ],
+    ids=str,
+)
+def test_a_device_this_machine_does_not_have_is_refused_up_front(overrides, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        preflight(_args(*SMALL, "dataset=small_lstsq", *overrides))
+    _assert_one_line(info.value)
