@@ -25,6 +25,9 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from pipeline import ConfigError
 
+#: seeds are 32-bit: scikit-learn's and numpy's legacy generators take no more
+SEED_MAX = 2**32 - 1
+
 
 def num(default: Any = None, *, low: float | None = None, high: float | None = None,
         gt: float | None = None, lt: float | None = None,
@@ -59,7 +62,7 @@ class NoisyQuadraticConfig(ObjectiveConfig):
 @dataclass
 class ModelConfig(ObjectiveConfig):
     l2: float | None = num(None, low=0)  # None: 1e-3 for logreg, 0 for mlp and cnn
-    init_seed: int = num(0, low=0)  # the model's initial weights
+    init_seed: int = num(0, low=0, high=SEED_MAX)  # the model's initial weights
 
 
 @dataclass
@@ -86,7 +89,7 @@ class CNNConfig(ModelConfig):
 class DatasetConfig:
     name: str = "lstsq_paper"
     path: str | None = None  # None: data/<name>.npz, built by the data step when missing
-    seed: int = num(0, low=0)  # the data's own seed, independent of the run's seed
+    seed: int = num(0, low=0, high=SEED_MAX)  # the data's own seed, independent of the run's
     split: str = "none"  # none (every worker sees all rows) | iid | label_sorted | dirichlet
     alpha: float = num(1.0, gt=0)  # dirichlet concentration
     params: dict[str, Any] = field(default_factory=dict)  # builder arguments (n_rows, dim, ...)
@@ -271,7 +274,7 @@ class Config:
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     batch_size: int | None = num(256, low=1, nullable=True)  # None: full-batch gradients
     eval_every: int | None = num(None, low=1)  # updates; None: about 200 evaluations per run
-    seed: int = num(0, low=0)
+    seed: int = num(0, low=0, high=SEED_MAX)
     target: float | None = num(None, gt=0)  # F - F* (or loss) target: time to target, theory eps
     lr_table: dict[str, float] = field(default_factory=dict)  # method -> tuned stepsize
     lr_scale: float = num(1.0, gt=0)  # multiplies the lr_table entry (a tuning grid sweeps this)

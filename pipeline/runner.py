@@ -12,6 +12,7 @@ import torch
 from pipeline import RunError, tracking
 from pipeline.build import Experiment, build_experiment
 from pipeline.engines import TIME_KINDS, RunControl, RunResult, engine_class
+from pipeline.engines.base import BY_FAILURE, BY_SIGNAL
 from pipeline.progress import progress_enabled
 from pipeline.records import RunRecorder, read_history, write_summary
 from pipeline.theory import predict
@@ -107,13 +108,14 @@ def summarize(
         "lr": exp.lr,
         "batch_size": cfg.batch_size,
         "eval_every": exp.eval_every,
-        "gradients": result.gradients if result else recorder.n_events,
+        # a signal may land between an arrival being counted and its event row being written:
+        # a killed run counts the gradients it recorded
+        "gradients": result.gradients if result and status != "killed" else recorder.n_events,
         "updates": result.updates if result else None,
         "applied": recorder.n_applied,
         "discarded": recorder.n_events - recorder.n_applied,
         "cancelled": result.cancelled if result else None,
-        "stopped_by": (result.stopped_by if result else None)
-        or ("signal" if status == "killed" else "failure" if status == "failed" else None),
+        "stopped_by": stopped_by(result, status, error),
         "failures": result.failures if result else [],
         "final_loss": final.get("loss"),
         "final_suboptimality": final.get("suboptimality"),
@@ -143,6 +145,16 @@ def summarize(
     if error:
         summary["error"] = error
     return summary
+
+
+def stopped_by(result: RunResult | None, status: str, error: str | None) -> str | None:
+    """Why the run ended: a signal or a failure caught here wins over what the engine's loop
+    had set when it was interrupted (the event engine's default is "no jobs left")."""
+    if status == "killed":
+        return BY_SIGNAL
+    if status == "failed" and (error or result is None or not result.stopped_by):
+        return BY_FAILURE
+    return result.stopped_by if result else None
 
 
 def theory_summary(exp: Experiment) -> dict:

@@ -1,4 +1,4 @@
-"""The fixed-computation-model predictions of METHODS.md ("Theory to compute").
+"""The fixed-computation-model predictions of docs/methods.md (section 5, "Theory").
 
 Sort tau_1 <= ... <= tau_n; H_m = m / sum_{i<=m} 1/tau_i. With k = L Delta / eps and
 s = sigma^2 L Delta / eps^2, up to constant factors:

@@ -1,4 +1,4 @@
-"""Worker-time models (METHODS.md, "Worker-time models"): mean time per job for each worker, and
+"""Worker-time models (docs/methods.md, section 4): mean time per job for each worker, and
 per-job random durations drawn from per-worker seeded streams.
 
 Worker i's j-th job always gets the j-th draw of worker i's stream, whichever engine asks, so the
@@ -27,7 +27,7 @@ def mean_times(
     tau_slow: float = 10.0,
     times: Sequence[float] | None = None,
 ) -> np.ndarray:
-    """tau_i for i = 1..n, as an array of n floats (index 0 is worker 1 of METHODS.md)."""
+    """tau_i for i = 1..n, as an array of n floats (index 0 is worker 1 of docs/methods.md)."""
     if n_workers < 1:
         raise ValueError(f"n_workers must be >= 1, got {n_workers}")
     i = np.arange(1, n_workers + 1, dtype=np.float64)

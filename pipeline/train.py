@@ -35,7 +35,8 @@ def _one_line(e: BaseException) -> str:
 
     if isinstance(e, MissingConfigException) and e.options:
         head = str(e).strip().splitlines()[0]
-        return f"{head}; available: {', '.join(sorted(e.options))}"
+        options = sorted(o for o in e.options if not o.startswith("schema_"))  # typed bases
+        return f"{head}; available: {', '.join(options)}"
     parts = []
     while e is not None:
         text = " ".join(str(e).split())
@@ -91,6 +92,20 @@ def _compose_error(e: BaseException, overrides: list[str], config_name: str) -> 
     m = re.search(r"An item is already at '([^']+)'", text)
     if m:
         return ConfigError(f"{m.group(1)} exists: set it with {m.group(1)}=..., without '+'")
+    m = re.search(r"Error merging override ([^=\s]+)=(.*?): (.*?)full_key", text + "full_key")
+    if m:  # a value of the wrong type: name the key, say what it takes
+        key, value, why = m.group(1).lstrip("+~"), m.group(2), m.group(3)
+        if "is not Optional" in why:
+            return ConfigError(f"{key} must be set, got null")
+        kind = re.search(r"could not be converted to (\w+)|is not a valid (bool)", why)
+        if kind:
+            what = {"Integer": "an integer", "Float": "a number", "bool": "true or false"}
+            name = what.get(kind.group(1) or kind.group(2), kind.group(1))
+            if re.search(r"full_key: \S+\[\d+\]", text):  # an element of a list
+                name = "a list of " + {"an integer": "integers", "a number": "numbers"}.get(
+                    name, name
+                )
+            return ConfigError(f"{key} must be {name}, got {value}")
     return ConfigError(_one_line(e))
 
 
@@ -116,17 +131,17 @@ def _refuse_additions(overrides: list[str], config_name: str) -> None:
 
 
 def preflight(argv: list[str]) -> int:
-    """Compose and validate every job's config; returns the number of jobs checked."""
+    """Compose and check every job before any runs (config, input files, memory, data; see
+    :func:`pipeline.build.check_job`); returns the number of jobs checked."""
     from hydra import compose, initialize_config_dir
 
-    from pipeline.build import dataset_path
-    from pipeline.config import validate
+    from pipeline.build import check_job
 
     try:
         jobs, config_name = _job_overrides(argv)
     except Exception as e:
         raise ConfigError(f"cannot parse overrides: {_one_line(e)}") from None
-    built: set = set()
+    cache: dict = {}  # data files the jobs share are read once
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         for overrides in jobs[:MAX_PREFLIGHT_JOBS]:
             _refuse_additions(overrides, config_name)
@@ -134,11 +149,7 @@ def preflight(argv: list[str]) -> int:
                 cfg = compose(config_name=config_name, overrides=overrides)
             except Exception as e:
                 raise _compose_error(e, overrides, config_name) from None
-            validate(cfg)
-            key = (cfg.dataset.name, cfg.dataset.path, cfg.dataset.seed)
-            if key not in built:
-                dataset_path(cfg)
-                built.add(key)
+            check_job(cfg, cache)
     return len(jobs)
 
 

@@ -11,9 +11,69 @@ from hydra import compose, initialize_config_dir
 
 from models import datasets
 from pipeline import CONF_DIR, PROJECT_ROOT
+from pipeline.build import DATA_DIR_ENV
 
-# tests never touch the project's own store
-os.environ.pop("MLFLOW_TRACKING_URI", None)
+# Hermetic: no test writes inside the repository. Default data files are built in a temporary
+# folder ($ASGD_DATA_DIR) and runs without a tracking.uri go to a temporary MLflow store
+# ($MLFLOW_TRACKING_URI); subprocesses inherit both. The session fails if the working tree changed.
+_HERMETIC_ENV = (DATA_DIR_ENV, "MLFLOW_TRACKING_URI")
+
+
+# caches of tools (bytecode, linters) may change while the suite runs: not the tests' writing
+_TOOL_CACHES = ("__pycache__", ".ruff_cache", ".mypy_cache", ".pytest_cache")
+
+
+def _tree_state() -> dict[str, tuple] | None:
+    """Every changed, untracked or ignored file of the working tree (tool caches aside),
+    with its size and modification time; None outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "status", "--porcelain=v1", "-z", "--ignored", "--untracked-files=all",
+             "--", "."],
+            cwd=PROJECT_ROOT, capture_output=True, check=True, timeout=60,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    state: dict[str, tuple] = {}
+    entries = iter(out.stdout.decode(errors="replace").split("\0"))
+    for entry in entries:
+        if not entry:
+            continue
+        code, path = entry[:2], entry[3:]
+        if code[0] in "RC":
+            next(entries, None)  # a rename's source path
+        if path.endswith(".pyc") or any(f"{c}/" in path for c in _TOOL_CACHES):
+            continue
+        try:
+            st = (PROJECT_ROOT / path).stat()
+            state[path] = (code, st.st_size, st.st_mtime_ns)
+        except OSError:
+            state[path] = (code, None, None)
+    return state
+
+
+@pytest.fixture(scope="session", autouse=True)
+def hermetic(tmp_path_factory):
+    """Temporary data folder and MLflow store for the whole session; afterwards, the working
+    tree must be exactly as it was (git status, ignored files included)."""
+    saved = {k: os.environ.get(k) for k in _HERMETIC_ENV}
+    root = tmp_path_factory.mktemp("hermetic")
+    os.environ[DATA_DIR_ENV] = str(root / "data")
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
+    before = _tree_state()
+    yield root
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    after = _tree_state()
+    if before is not None and after is not None and after != before:
+        changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+        pytest.fail(
+            f"the tests changed the working tree ({len(changed)} paths): {', '.join(changed[:20])}",
+            pytrace=False,
+        )
 
 
 def compose_cfg(*overrides: str):
@@ -30,11 +90,12 @@ def small_data(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def mlflow_uri(tmp_path_factory) -> str:
-    """One temporary sqlite store for the session (created once: migrations take seconds)."""
+def mlflow_uri(hermetic) -> str:
+    """The session's temporary sqlite store, also $MLFLOW_TRACKING_URI (created once:
+    migrations take seconds)."""
     from pipeline.tracking import client_for, ensure_experiment
 
-    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    uri = os.environ["MLFLOW_TRACKING_URI"]
     ensure_experiment(client_for(uri), "async-sgd")
     return uri
 

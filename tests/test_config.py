@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from pipeline import CONF_DIR, ConfigError
 from pipeline.build import build_experiment
 from pipeline.config import validate
+from pipeline.runner import run_experiment
 from pipeline.train import preflight
 from tests.conftest import compose_cfg, run_cli
 
@@ -87,7 +90,7 @@ BAD = [
     (["topology=native"], "topology=native needs engine=rpc (this run has engine=sim)"),
     (["topology=trace"], "topology.trace_path must be set"),
     (["topology=trace", "topology.trace_path=/no/trace"], "trace not found: /no/trace"),
-    (["topology.n_workers=many"], "could not be converted to Integer"),
+    (["topology.n_workers=many"], "topology.n_workers must be an integer, got many"),
     (
         ["~experiment", "optimizer=asgd", "budget.gradients=9"],
         "no stepsize for method 'asgd': set optimizer.lr",
@@ -122,3 +125,71 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path):
     assert out.returncode == 2
     assert len(out.stderr.strip().splitlines()) == 1
     assert "Could not find 'optimizer/adam'" in out.stderr
+    assert out.stderr.strip().endswith("available: " + ", ".join(options("optimizer")))
+
+
+NO_PRESET = ("~experiment", "objective=noisy_quadratic", "dataset=none", "optimizer=asgd",
+             "optimizer.lr=0.1", "topology.n_workers=4", "tracking=none")  # fmt: skip
+
+
+def test_the_users_time_budget_binds_without_a_preset(tmp_path):
+    """No hidden gradient budget undercuts budget.time: 4 workers at tau = 1 run to t = 500."""
+    out = run_cli(*NO_PRESET, "budget.time=500", f"hydra.run.dir={tmp_path}", "progress=off")
+    assert out.returncode == 0, out.stderr[-2000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["stopped_by"] == "budget.time" and summary["sim_time"] == 500
+    assert summary["gradients"] == 4 * 500
+    assert "(stopped by budget.time)" in out.stdout + out.stderr
+
+
+@pytest.mark.parametrize(
+    "gradients,time,by",
+    [(100, 500.0, "budget.gradients"), (10**6, 50.0, "budget.time"), (201, 50.0, "budget.time")],
+)
+def test_with_both_budgets_the_first_reached_ends_the_run(gradients, time, by, tmp_path):
+    cfg = compose_cfg(*NO_PRESET, f"budget.gradients={gradients}", f"budget.time={time}")
+    summary, _ = run_experiment(cfg, tmp_path)
+    assert summary["status"] == "finished" and summary["stopped_by"] == by
+    if by == "budget.gradients":
+        assert summary["gradients"] == gradients and summary["sim_time"] < time
+    else:
+        assert summary["sim_time"] == time and summary["gradients"] == 4 * int(time) < gradients
+
+
+def test_help_lists_every_group_option_and_main_key():
+    """--help (conf/config.yaml's hydra.help.template): each group with exactly its options, and
+    main keys that all exist in the schemas, one line each."""
+    from dataclasses import fields, is_dataclass
+
+    from pipeline.config import SCHEMAS, Config
+
+    out = run_cli("--help")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    groups_at, keys_at = (
+        lines.index("== Config groups: group=option =="),
+        lines.index("== Main keys: key=value =="),
+    )
+    listed = {ln.split()[0]: ln.split()[1:] for ln in lines[groups_at + 1 : keys_at] if ln}
+    assert sorted(listed) == sorted(GROUPS)
+    for group in GROUPS:
+        assert sorted(listed[group]) == options(group), group
+
+    def keys(schema, prefix=""):
+        for f in fields(schema):
+            sub = f.default_factory if isinstance(f.default_factory, type) else None
+            if sub is not None and is_dataclass(sub):
+                yield from keys(sub, f"{prefix}{f.name}.")
+            else:
+                yield f"{prefix}{f.name}"
+
+    known = set(keys(Config))
+    for group, opts in SCHEMAS.items():
+        for schema in opts.values():
+            known |= set(keys(schema, f"{group}."))
+    main = [ln.split()[0] for ln in lines[keys_at + 1 : lines.index("", keys_at)]]
+    assert len(main) >= 30 and len(set(main)) == len(main)
+    assert set(main) <= known, sorted(set(main) - known)
+    for key in ("optimizer.lr", "topology.n_workers", "budget.gradients", "budget.time",
+                "batch_size", "seed", "dataset.path", "topology.noise"):  # fmt: skip
+        assert key in main

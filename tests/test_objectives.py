@@ -153,18 +153,25 @@ def test_split_errors():
         split_rows(np.linspace(0, 1, 12), 2, "dirichlet")
 
 
-def test_data_step_cli_builds_from_the_dataset_config():
+def test_data_step_cli_builds_from_the_dataset_config(tmp_path):
+    """The data step writes into its project's data/ (the DVC stage's output), whatever
+    $ASGD_DATA_DIR says; run on a copy of the project so the repository stays untouched."""
+    import shutil
     import subprocess
     import sys
 
     from pipeline import PROJECT_ROOT
 
+    project = tmp_path / "project"
+    for part in ("pipeline", "models", "conf"):
+        shutil.copytree(PROJECT_ROOT / part, project / part,
+                        ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
     out = subprocess.run([sys.executable, "-m", "pipeline.data", "small_lstsq"],
-                         capture_output=True, text=True, cwd=PROJECT_ROOT)  # fmt: skip
+                         capture_output=True, text=True, cwd=project)  # fmt: skip
     assert out.returncode == 0, out.stderr
-    path = PROJECT_ROOT / "data" / "small_lstsq.npz"
+    path = project / "data" / "small_lstsq.npz"
     assert out.stdout.strip() == str(path)
     assert datasets.load_npz(path)["X"].shape == (64, 4)  # conf/dataset/small_lstsq.yaml
     bad = subprocess.run([sys.executable, "-m", "pipeline.data", "nope"],
-                         capture_output=True, text=True, cwd=PROJECT_ROOT)  # fmt: skip
+                         capture_output=True, text=True, cwd=project)  # fmt: skip
     assert bad.returncode == 2 and bad.stderr.startswith("error: name datasets from")

@@ -1,6 +1,6 @@
 """Hand-checkable traces: 3-4 workers with distinct fixed times and full-batch gradients on a
 small quadratic. Every arrival (order, worker, version, delay, applied, stepsize, time) was
-derived by hand from METHODS.md; the iterates are recomputed with an independent numpy
+derived by hand from docs/methods.md; the iterates are recomputed with an independent numpy
 recursion from those hand-derived events."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Server rules: each method of METHODS.md written once, run unchanged by every engine."""
+"""Server rules: each method of docs/methods.md written once, run unchanged by every engine."""
 
 from __future__ import annotations
 

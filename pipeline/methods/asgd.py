@@ -1,4 +1,5 @@
-"""Asynchronous SGD, the paper's Algorithm 1 (METHODS.md, method 2), with its stepsize rules."""
+"""Asynchronous SGD, the paper's Algorithm 1 (docs/methods.md, section 3.2), with its stepsize
+rules."""
 
 from __future__ import annotations
 

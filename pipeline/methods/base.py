@@ -31,7 +31,7 @@ class Decision(NamedTuple):
 
 
 class ServerRule(ABC):
-    """One method of METHODS.md, written once and run unchanged by every engine."""
+    """One method of docs/methods.md, written once and run unchanged by every engine."""
 
     #: registry name (the ``optimizer=`` choice)
     name: str = ""

@@ -1,4 +1,4 @@
-"""Minibatch SGD: the synchronous baseline (METHODS.md, method 1)."""
+"""Minibatch SGD: the synchronous baseline (docs/methods.md, section 3.1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Asynchronous SGD with random assignment (METHODS.md, method 3)."""
+"""Asynchronous SGD with random assignment (docs/methods.md, section 3.4)."""
 
 from __future__ import annotations
 

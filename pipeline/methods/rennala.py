@@ -1,4 +1,4 @@
-"""Rennala SGD (Tyurin & Richtarik, NeurIPS 2023; METHODS.md, method 4)."""
+"""Rennala SGD (Tyurin & Richtarik, NeurIPS 2023; docs/methods.md, section 3.5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Ringmaster ASGD (Maranjyan, Tyurin, Richtarik, ICML 2025; METHODS.md, method 5)."""
+"""Ringmaster ASGD (Maranjyan, Tyurin, Richtarik, ICML 2025; docs/methods.md, section 3.6)."""
 
 from __future__ import annotations
 

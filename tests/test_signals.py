@@ -1,0 +1,103 @@
+"""A real SIGTERM to a real ``python -m pipeline.train`` (engine=sim), alone and in a multirun:
+exit 143, records flushed and consistent, the MLflow run KILLED, and in a sweep the parent too.
+(engine=rpc has its own in tests/test_rpc.py.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline import PROJECT_ROOT
+from pipeline.records import read_events, read_history
+from pipeline.tracking import client_for
+
+LONG = (  # small_lstsq, 4 workers: a run that would go on for hours
+    "optimizer=asgd", "dataset=small_lstsq", "topology.n_workers=4", "batch_size=8",
+    "optimizer.lr=0.01", "budget.gradients=1000000000000", "eval_every=10", "progress=off",
+)  # fmt: skip
+
+
+def _start(args: list[str], mlflow_uri: str) -> subprocess.Popen:
+    env = {**os.environ, "CI": "1", "MLFLOW_TRACKING_URI": mlflow_uri}
+    cmd = [sys.executable, "-m", "pipeline.train", *args, f"tracking.uri={mlflow_uri}"]
+    return subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def _terminate_when_recording(proc: subprocess.Popen, run_dir: Path) -> tuple[str, float]:
+    """Wait until ``history.csv`` has rows on disk, send SIGTERM; (stderr, seconds to exit)."""
+    history = run_dir / "history.csv"
+    try:
+        deadline = time.monotonic() + 120
+        while not (history.exists() and len(history.read_text().splitlines()) > 2):
+            if time.monotonic() > deadline or proc.poll() is not None:
+                pytest.fail(f"the run never got going: {proc.communicate(timeout=30)[1][-2000:]}")
+            time.sleep(0.1)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        return err, time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def _assert_killed_run(run_dir: Path, mlflow_uri: str) -> dict:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "killed" and summary["stopped_by"] == "signal"
+    events = read_events(run_dir / "events.csv")
+    history = read_history(run_dir / "history.csv")
+    # records flushed: every computed gradient has its event row, history got past its buffer
+    assert len(events) == summary["gradients"] > 0
+    # asgd: one update per gradient; the event engine takes the signal wherever it lands, so the
+    # arrival it interrupted may have updated the iterate without its event row being written
+    assert summary["updates"] - summary["gradients"] in (0, 1)
+    assert len(history) > 2 and history[0]["update"] == 0
+    updates = [int(h["update"]) for h in history]
+    assert updates == sorted(updates) and updates[-1] <= summary["updates"]
+    assert int(history[-1]["gradients"]) <= summary["gradients"]
+    assert history[-1]["time"] <= summary["sim_time"] and events[-1]["time"] <= summary["sim_time"]
+    assert summary["final_loss"] == pytest.approx(history[-1]["loss"])
+    run = client_for(mlflow_uri).get_run(summary["mlflow_run_id"])
+    assert run.info.status == "KILLED" and run.data.tags["status"] == "killed"
+    return summary
+
+
+def test_sigterm_ends_an_event_engine_run_like_ctrl_c(tmp_path, small_data, mlflow_uri):
+    run_dir = tmp_path / "run"
+    proc = _start([*LONG, f"dataset.path={small_data}", f"hydra.run.dir={run_dir}"], mlflow_uri)
+    err, took = _terminate_when_recording(proc, run_dir)
+    assert proc.returncode == 143, err[-2000:]
+    assert err.strip().splitlines()[-1] == "error: terminated (SIGTERM)"
+    assert took < 30
+    _assert_killed_run(run_dir, mlflow_uri)
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_multirun_kills_the_job_and_the_sweep(tmp_path, small_data, mlflow_uri):
+    sweep = tmp_path / "sweep"
+    proc = _start(
+        ["-m", *LONG, f"dataset.path={small_data}", "seed=0,1,2", f"hydra.sweep.dir={sweep}"],
+        mlflow_uri,
+    )
+    err, _ = _terminate_when_recording(proc, sweep / "0")
+    assert proc.returncode == 143, err[-2000:]
+    assert not (sweep / "1").exists()  # the sweep stopped: no further job started
+    child = _assert_killed_run(sweep / "0", mlflow_uri)
+    client = client_for(mlflow_uri)
+    exp = client.get_experiment_by_name("async-sgd")
+    parents = client.search_runs([exp.experiment_id], f"tags.sweep_dir = '{sweep}'")
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.info.status == "KILLED"
+    assert client.get_run(child["mlflow_run_id"]).data.tags["mlflow.parentRunId"] == (
+        parent.info.run_id
+    )
