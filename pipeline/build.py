@@ -18,6 +18,7 @@ from models import datasets
 from models.objectives import CNN, MLP, LogReg, NoisyQuadratic, Objective, Quadratic
 from pipeline import CONF_DIR, PROJECT_ROOT, ConfigError, resources
 from pipeline.config import resolve_lr, validate
+from pipeline.constants import exact_constants
 from pipeline.evaluation import Evaluator
 from pipeline.inputs import check_builder_params, check_trace, inspect_npz, load_data
 from pipeline.methods import ServerRule, build_rule
@@ -181,7 +182,7 @@ def check_first_update(cfg: Any, gradients_per_update: float) -> None:
         )
 
 
-def optimal_m(cfg: Any, objective: Objective) -> int | None:
+def optimal_m(cfg: Any, constants: dict | None) -> int | None:
     """m* = max(1, ceil(sigma^2 / eps)) for Rennala's S and Ringmaster's R, where sigma^2 is
     known (the optimizer's ``sigma2``, else the objective's exact value) and a target eps is
     set; None otherwise (the rule then uses n)."""
@@ -189,17 +190,17 @@ def optimal_m(cfg: Any, objective: Objective) -> int | None:
         return None
     sigma2 = cfg.optimizer.sigma2
     if sigma2 is None:
-        sigma2 = (objective.theory_constants(cfg.batch_size) or {}).get("sigma2")
+        sigma2 = (constants or {}).get("sigma2")
     return optimal_batch(sigma2, cfg.target) if sigma2 else None
 
 
-def rule_options(cfg: Any, objective: Objective) -> dict:
+def rule_options(cfg: Any, constants: dict | None) -> dict:
     """The method's own config keys, with S and R resolved."""
     opt = cfg.optimizer
     options = {k: opt[k] for k in opt if k not in ("name", "lr", "sigma2")}
     for key in ("batch", "threshold"):
         if opt.name in ("rennala", "ringmaster") and options.get(key, 0) is None:
-            options[key] = optimal_m(cfg, objective)
+            options[key] = optimal_m(cfg, constants)
     return options
 
 
@@ -216,6 +217,7 @@ class Experiment:
     data_path: Path | None
     lr: float
     eval_every: int
+    constants: dict | None = None  # the theory's L, Delta, sigma^2 where exact
 
     def class_counts(self) -> list[list[int]] | None:
         if not getattr(self.objective, "classification", False):
@@ -289,17 +291,19 @@ def build_experiment(cfg: Any) -> Experiment:
     n = times.n_workers
     path = dataset_path(cfg)
     objective = build_objective(cfg, path)
+    f_star, constants = exact_constants(objective, path, cfg.batch_size)
     try:
-        rule = build_rule(cfg.optimizer.name, n, lr, rule_options(cfg, objective), cfg.seed)
+        rule = build_rule(cfg.optimizer.name, n, lr, rule_options(cfg, constants), cfg.seed)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     check_first_update(cfg, 1.0 / rule.updates_per_gradient)
     check_first_arrival(cfg, times.taus)
     rows = worker_rows(cfg, objective, n)
-    f_star = objective.optimum()
     evaluator = Evaluator(objective, f_star)
     eval_every = cfg.eval_every or auto_eval_every(cfg, rule, times)
-    return Experiment(cfg, objective, rule, times, rows, evaluator, path, lr, eval_every)
+    return Experiment(
+        cfg, objective, rule, times, rows, evaluator, path, lr, eval_every, constants
+    )
 
 
 def check_job(cfg: Any, cache: dict | None = None) -> None:

@@ -159,7 +159,7 @@ def stopped_by(result: RunResult | None, status: str, error: str | None) -> str 
 
 def theory_summary(exp: Experiment) -> dict:
     """The fixed-model predictions for this run's worker times (keys ``theory_*``)."""
-    consts = exp.objective.theory_constants(exp.cfg.batch_size) or {}
+    consts = exp.constants or {}
     p = predict(exp.times.taus, eps=exp.cfg.target, **consts)
     out = {f"theory_{k}": v for k, v in p.items()}
     out.update({f"theory_{k}": v for k, v in consts.items()})

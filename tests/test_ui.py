@@ -29,6 +29,8 @@ UPDATE_SCREENSHOT = "ASGD_UPDATE_SCREENSHOTS"  # set to 1 to refresh them (else:
 def ui(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     """``python -m pipeline.ui`` as a user types it, from ``cwd``, with this checkout's code."""
     full_env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), **(env or {})}
+    if not env or "MLFLOW_TRACKING_URI" not in env:  # the suite points it at a temp store
+        full_env.pop("MLFLOW_TRACKING_URI", None)
     return subprocess.run([sys.executable, "-m", "pipeline.ui", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=120)  # fmt: skip
 

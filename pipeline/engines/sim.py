@@ -28,7 +28,15 @@ from heapq import heappop, heappush, heapreplace
 import numpy as np
 import torch
 
-from pipeline.engines.base import BY_EXHAUSTION, BY_GRADIENTS, BY_TIME, RunControl, RunResult
+from pipeline.engines.base import (
+    BY_EXHAUSTION,
+    BY_FAILURE,
+    BY_GRADIENTS,
+    BY_SIGNAL,
+    BY_TIME,
+    RunControl,
+    RunResult,
+)
 from pipeline.engines.core import Dispatcher
 
 CHUNK_EVENTS = 1 << 16
@@ -142,16 +150,31 @@ class SimEngine:
         self.cancels: list[int] = []
         status, stopped_by, now, done = "failed", BY_EXHAUSTION, 0.0, 0
         control.start(replay.x)
+        rows: list = []
+        replaying = False
         try:
             for rows, seqs, in_flight, stopped_by, now in self.schedule(stop):
+                replaying = True
                 diverged_at = replay.run(rows, seqs, done, in_flight)
                 keep = len(rows) if diverged_at is None else diverged_at + 1
                 self.recorder.write_columns(replay.columns(keep))
+                replaying = False
                 done += keep
                 if diverged_at is not None:
                     stopped_by, now = None, rows[diverged_at][5]
                     break
             status = "finished"
+        except BaseException as e:
+            # a signal (or an error) mid-chunk: the records end at the last row replayed, and
+            # so does the result (the iterate is that row's)
+            if isinstance(e, KeyboardInterrupt):
+                status = "killed"
+            stopped_by = BY_SIGNAL if status == "killed" else BY_FAILURE
+            if replaying and replay.completed:
+                self.recorder.write_columns(replay.columns(replay.completed))
+                done += replay.completed
+                now = rows[replay.completed - 1][5]
+            raise
         finally:
             stop.set()
             # a run that diverged ends at that row: so do its counts
@@ -222,8 +245,13 @@ class Replay:
         W, V, D, WT, T = self._cols
         return W[:keep], V[:keep], D[:keep], WT[:keep], T[:keep]
 
+    completed = 0  # rows of the chunk being replayed that are done
+
     def run(self, rows: list[tuple], seqs: list[int], done: int, in_flight: set[int]):
-        """Replay a chunk's rows; returns the index of the row at which the run diverged."""
+        """Replay a chunk's rows; returns the index of the row at which the run diverged.
+        ``completed`` says how many rows are replayed (and ``x``, ``version`` are theirs),
+        also when a signal interrupts."""
+        self.completed = 0
         if not rows:
             self._cols = tuple(np.zeros(0) for _ in range(5))
             return None
@@ -258,44 +286,50 @@ class Replay:
             store[version] = x  # jobs started at it during this chunk may need it after a step
         tracing = self.iterates is not None
         next_eval = control.next_eval
-        for i, (w, v, _, weight, step, t) in enumerate(rows):
-            if weight:
-                if samples is not None:
-                    z = samples[i]
-                elif self.random_access:
-                    z = None  # noise-free: no sample
-                else:  # the worker's stream, skipping the samples of its cancelled jobs
-                    z, s, sampler = None, seqs[i], samplers[w]
-                    while drawn[w] < s:
-                        z = sampler()
-                        drawn[w] += 1
-                g = grad(x if v == version else store[v], z)
-                if buf is None:
-                    if step:  # a step of one gradient: one op
-                        x = x.sub(g, alpha=weight)
-                        buf = _APPLIED
+        # what is replayed so far, row by row: a signal may land anywhere in a row
+        x_done, version_done, buf_done, rows_done = x, version, buf, 0
+        try:
+            for i, (w, v, _, weight, step, t) in enumerate(rows):
+                if weight:
+                    if samples is not None:
+                        z = samples[i]
+                    elif self.random_access:
+                        z = None  # noise-free: no sample
+                    else:  # the worker's stream, skipping the samples of its cancelled jobs
+                        z, s, sampler = None, seqs[i], samplers[w]
+                        while drawn[w] < s:
+                            z = sampler()
+                            drawn[w] += 1
+                    g = grad(x if v == version else store[v], z)
+                    if buf is None:
+                        if step:  # a step of one gradient: one op
+                            x = x.sub(g, alpha=weight)
+                            buf = _APPLIED
+                        else:
+                            buf = g.mul_(weight)
                     else:
-                        buf = g.mul_(weight)
-                else:
-                    buf.add_(g, alpha=weight)
-                if last_use[v] == i and v != version and v not in in_flight:
-                    del store[v]
-            if step:
-                if buf is not None and buf is not _APPLIED:
-                    x = x - buf
-                buf = None
-                version += 1
-                if version in keep_later:
-                    store[version] = x
-                if tracing:
-                    self.iterates.append(x)
-                if version >= next_eval:
-                    diverged = control.stepped(x, version, done + i + 1, t)
-                    next_eval = control.next_eval
-                    if diverged:
-                        self.x, self.version, self.carry = x, version, None
-                        return i
-        self.x, self.version, self.carry = x, version, buf
+                        buf.add_(g, alpha=weight)
+                    if last_use[v] == i and v != version and v not in in_flight:
+                        del store[v]
+                if step:
+                    if buf is not None and buf is not _APPLIED:
+                        x = x - buf
+                    buf = None
+                    version += 1
+                    if version in keep_later:
+                        store[version] = x
+                    if tracing:
+                        self.iterates.append(x)
+                    if version >= next_eval:
+                        diverged = control.stepped(x, version, done + i + 1, t)
+                        next_eval = control.next_eval
+                        if diverged:
+                            x_done, version_done, buf_done, rows_done = x, version, None, i + 1
+                            return i
+                x_done, version_done, buf_done, rows_done = x, version, buf, i + 1
+        finally:
+            self.x, self.version, self.carry = x_done, version_done, buf_done
+            self.completed = rows_done
         self.store = {v: p for v, p in store.items() if v in in_flight or v == version}
         return None
 
@@ -361,16 +395,21 @@ class Replay:
                 row = int(steps[k + j])
                 if control.stepped(xs[j], version, done + row + 1, float(T[row])):
                     self.x, self.version, self.carry = xs[j], version, None
+                    self.completed = row + 1
                     if self.iterates is not None:
                         del self.iterates[traced + j + 1 :]
                     return row
             k = k1
+            # what is replayed so far (a signal may land between rounds)
+            self.x, self.version, self.carry = x, K0 + k1, None
+            self.completed = int(steps[k1 - 1]) + 1
         if first[n_steps] < len(A):  # rows after the last step: gradients for the next chunk
             a0 = first[n_steps]
             g = obj.grad_batch(ring.index_select(0, vt[a0:]), _rows(z, a0, len(A)))
             tail = g.mul_(wt[a0:]).sum(0)
             carry = tail if carry is None else carry + tail
         self.x, self.version, self.carry = x, K0 + n_steps, carry
+        self.completed = len(V)
         return None
 
 
