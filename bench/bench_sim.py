@@ -35,12 +35,10 @@ from pipeline.records import RunRecorder  # noqa: E402
 
 METHODS = {
     "asgd": ["optimizer=asgd"],
-    "rennala_cancel": ["optimizer=rennala", "optimizer.cancel=true", "optimizer.batch=100"],
-    "ringmaster_cancel": [
-        "optimizer=ringmaster",
-        "optimizer.cancel=true",
-        "optimizer.threshold=100",
-    ],  # fmt: skip
+    # S and R default to n here (no target, so no m*): a step restarts n workers every n
+    # arrivals (Rennala), a job is cancelled when its delay reaches n (Ringmaster)
+    "rennala_cancel": ["optimizer=rennala", "optimizer.cancel=true"],
+    "ringmaster_cancel": ["optimizer=ringmaster", "optimizer.cancel=true"],
 }
 
 
