@@ -172,7 +172,11 @@ def main() -> None:
                 f"| {kind} | {sum(r['ok'] for r in results)}/{len(results)} | "
                 f"{min(secs):.2f}-{max(secs):.2f} | {sum(r['left'] for r in results)} | "
                 f"{sum(not r['intact'] for r in results)} | "
-                f"{', '.join(str(r['after']) for r in results)} |"
+                + (
+                    f"{', '.join(str(r['after']) for r in results)} |"
+                    if kind != "taken-port"
+                    else "- (seconds from launch) |"
+                )
             )
     table = "\n".join([
         "| fault | ended as specified | seconds (fault to end; to detection for lost "

@@ -301,9 +301,7 @@ def build_experiment(cfg: Any) -> Experiment:
     rows = worker_rows(cfg, objective, n)
     evaluator = Evaluator(objective, f_star)
     eval_every = cfg.eval_every or auto_eval_every(cfg, rule, times)
-    return Experiment(
-        cfg, objective, rule, times, rows, evaluator, path, lr, eval_every, constants
-    )
+    return Experiment(cfg, objective, rule, times, rows, evaluator, path, lr, eval_every, constants)
 
 
 def check_job(cfg: Any, cache: dict | None = None) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import ConfigError
+from pipeline.trace import JOB_COLUMNS, JOB_STATUSES
 
 #: objectives that need integer class labels; ``quadratic`` needs real-valued targets
 CLASSIFIERS = ("logreg", "mlp", "cnn")
@@ -270,8 +271,6 @@ def check_builder_params(name: str, params: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------------- traces
-JOB_COLUMNS = ("worker", "seq", "version", "start", "end", "status", "compute_s")
-JOB_STATUSES = ("arrived", "cancelled", "lost", "unfinished")
 
 
 def trace_file(path: str | Path, key: str = "topology.trace_path") -> Path:

@@ -48,6 +48,7 @@ README_END = "<!-- answer:end -->"
 
 def load_runs(root: Path) -> list[dict]:
     runs = []
+
     def order(p: Path) -> tuple:
         name = p.parent.name
         return (not name.isdigit(), int(name) if name.isdigit() else 0, name)

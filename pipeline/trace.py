@@ -25,50 +25,24 @@ JOB_COLUMNS = ("worker", "seq", "version", "start", "end", "status", "compute_s"
 JOB_STATUSES = ("arrived", "cancelled", "lost", "unfinished")
 
 
-def jobs_file(path: str | Path) -> Path:
-    """``jobs.csv`` of a run, given its directory or any file in it."""
-    p = Path(path)
-    if not p.exists():
-        raise ConfigError(f"trace not found: {p} (topology.trace_path)")
-    if p.is_dir():
-        p = p / "jobs.csv"
-    elif p.name != "jobs.csv":
-        p = p.with_name("jobs.csv")
-    if not p.exists():
-        raise ConfigError(
-            f"no jobs.csv at {p} (topology.trace_path): give the directory of an engine=rpc run"
-        )
-    return p
-
-
 def read_jobs(path: str | Path) -> list[dict]:
-    p = jobs_file(path)
-    try:
-        with open(p, newline="") as f:
-            reader = csv.DictReader(f)
-            if tuple(reader.fieldnames or ()) != JOB_COLUMNS:
-                raise ConfigError(f"{p} is not a jobs.csv: columns {reader.fieldnames}")
-            rows = []
-            for r in reader:
-                row = {
-                    "worker": int(r["worker"]),
-                    "seq": int(r["seq"]),
-                    "version": int(r["version"]),
-                    "start": float(r["start"]),
-                    "end": float(r["end"]) if r["end"] else math.inf,
-                    "status": r["status"],
-                    "compute_s": float(r["compute_s"]) if r["compute_s"] else None,
-                }
-                if row["status"] not in JOB_STATUSES or row["worker"] < 0 or row["seq"] < 0:
-                    raise ValueError(f"bad row {r}")
-                if not (math.isfinite(row["start"]) and row["start"] >= 0):
-                    raise ValueError(f"bad start time in row {r}")
-                rows.append(row)
-    except (ValueError, KeyError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{p} cannot be read as a jobs trace: {e}") from None
-    if not rows:
-        raise ConfigError(f"{p} holds no jobs")
-    return rows
+    """The rows of a run's ``jobs.csv`` (its directory or any file in it), checked first
+    (:func:`pipeline.inputs.check_trace`: every fault is one line)."""
+    from pipeline.inputs import check_trace
+
+    with open(check_trace(path), newline="") as f:
+        return [
+            {
+                "worker": int(r["worker"]),
+                "seq": int(r["seq"]),
+                "version": int(r["version"]),
+                "start": float(r["start"]),
+                "end": float(r["end"]) if r["end"].strip() else math.inf,
+                "status": r["status"].strip(),
+                "compute_s": float(r["compute_s"]) if r["compute_s"].strip() else None,
+            }
+            for r in csv.DictReader(f)
+        ]
 
 
 class TraceTimes:

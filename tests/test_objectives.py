@@ -175,3 +175,39 @@ def test_data_step_cli_builds_from_the_dataset_config(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "pipeline.data", "nope"],
                          capture_output=True, text=True, cwd=project)  # fmt: skip
     assert bad.returncode == 2 and bad.stderr.startswith("error: name datasets from")
+
+
+@pytest.mark.parametrize("objective", ["quadratic", "noisy_quadratic", "logreg", "mlp", "cnn"])
+def test_batched_gradients_equal_one_by_one(objective, tmp_path):
+    """``grad_batch`` (the event engine's batched replay; always used on a GPU) against
+    ``grad`` point by point, with the samples the engine would draw."""
+    from pipeline.build import build_experiment
+    from tests.conftest import compose_cfg
+
+    data = {"quadratic": "small_lstsq", "noisy_quadratic": "none", "cnn": "digits"}.get(
+        objective, "wine"
+    )
+    cfg = compose_cfg(
+        "~experiment", f"objective={objective}", f"dataset={data}", "optimizer=asgd",
+        "optimizer.lr=0.1", "topology.n_workers=3", "batch_size=4", "budget.gradients=10",
+        "tracking=none", *(["objective.channels=2"] if objective == "cnn" else []),
+    )  # fmt: skip
+    exp = build_experiment(cfg)
+    obj = exp.objective
+    gen = torch.Generator().manual_seed(0)
+    points = torch.stack(
+        [obj.initial_point() + 0.1 * torch.randn(obj.dim, generator=gen, dtype=obj.dtype)
+         for _ in range(5)]
+    )  # fmt: skip
+    workers, seqs = np.array([0, 2, 1, 0, 2]), np.array([1, 1, 1, 2, 2])
+    if obj.random_access:
+        samples = obj.samples_at(workers, seqs)
+        one = [obj._noise(int(w)).at(np.array([w]), np.array([s]))[0]
+               for w, s in zip(workers, seqs, strict=True)]  # fmt: skip
+    else:
+        samplers = exp.samplers()
+        one = [samplers[w]() for w in workers]
+        samples = obj.stack_samples(one)
+    batched = obj.grad_batch(points, samples)
+    expected = torch.stack([obj.grad(p, z) for p, z in zip(points, one, strict=True)])
+    torch.testing.assert_close(batched, expected, rtol=1e-5, atol=1e-6)

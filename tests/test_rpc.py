@@ -461,3 +461,47 @@ def _env_of(pid: int) -> dict[str, str]:
     except OSError:
         return {}
     return dict(x.decode(errors="replace").split("=", 1) for x in raw if b"=" in x)
+
+
+@pytest.mark.slow
+def test_two_real_runs_at_once_and_an_rpc_multirun(tmp_path, small_data):
+    """Side by side: two rpc runs started at the same moment on a fresh MLflow store never
+    collide (ports, files, store); a Hydra multirun of rpc jobs runs them one after the other in
+    one server process."""
+    import json
+
+    uri = f"sqlite:///{tmp_path / 'fresh.db'}"
+    common = [
+        sys.executable, "-m", "pipeline.train", "engine=rpc", "optimizer=asgd",
+        "dataset=small_lstsq", f"dataset.path={small_data}", "topology=linear",
+        "topology.n_workers=2", "batch_size=8", "optimizer.lr=0.05", "budget.gradients=80",
+        "engine.time_scale=0.002", f"tracking.uri={uri}", "progress=off",
+    ]  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            [*common, f"hydra.run.dir={tmp_path / f'run{i}'}"],
+            cwd=PROJECT_ROOT,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for i in range(2)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-2000:]
+    from pipeline.tracking import client_for
+
+    client = client_for(uri)
+    for i in range(2):
+        s = json.loads((tmp_path / f"run{i}" / "summary.json").read_text())
+        assert s["status"] == "finished" and s["gradients"] == 80
+        assert len(read_events(tmp_path / f"run{i}" / "events.csv")) == 80
+        assert client.get_run(s["mlflow_run_id"]).info.status == "FINISHED"
+        assert_no_workers_left(s)
+    rest = [a for a in common[3:] if a != "optimizer=asgd"]
+    out = run_cli("-m", *rest, "optimizer=asgd,minibatch", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert out.returncode == 0, out.stderr[-2000:]
+    for job in ("0", "1"):
+        s = json.loads((tmp_path / "sweep" / job / "summary.json").read_text())
+        assert s["status"] == "finished" and s["engine"] == "rpc"
+        assert_no_workers_left(s)

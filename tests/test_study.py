@@ -490,6 +490,8 @@ def test_quick_profile_in_a_fresh_clone_leaves_the_full_profile_alone(tmp_path):
         "figures/paper_suboptimality.png",
         "tuned_lr.json",
         "nonconvex_lr.json",
+        "figures/real_vs_replayed.png",
+        "real/real.json",
     ):
         assert (q / f).exists(), f
     metrics = json.loads((q / "metrics.json").read_text())
@@ -501,6 +503,8 @@ def test_quick_profile_in_a_fresh_clone_leaves_the_full_profile_alone(tmp_path):
         for c in ("homogeneous", "sqrt")
         for m in ("minibatch", "asgd", "asgd_adaptive", "ringmaster")
     }
+    # real processes, replayed with their own durations: the same arrivals
+    assert metrics["real"] and all(r["same_arrivals"] for r in metrics["real"].values())
     labels = {r["label"] for r in metrics["compare"]["rows"] if r["cell"] == "sqrt"}
     assert {"rennala_n", "rennala_n_cancel", "ringmaster_n"} <= labels
     full_after = {p: p.read_bytes() for p in (clone / "results" / "full").rglob("*") if p.is_file()}

@@ -22,7 +22,6 @@ iterates that jobs in flight or later rows still need.
 from __future__ import annotations
 
 import math
-import threading
 from heapq import heappop, heappush, heapreplace
 
 import numpy as np
@@ -67,11 +66,7 @@ class SimEngine:
     def create(cls, exp, control: RunControl, trace_iterates: bool = False) -> SimEngine:
         return cls(exp, control, trace_iterates)
 
-    @property
-    def server_x(self) -> torch.Tensor:
-        return self.replay.x
-
-    def schedule(self, stop: threading.Event):
+    def schedule(self):
         """The schedule, chunk by chunk: yields ``(rows, seqs, in_flight, stopped_by, now)``
         (rows as the core writes them, each arrival's sample number, the versions of the jobs
         in flight after the chunk; ``stopped_by`` and ``now`` once the run's schedule ends)."""
@@ -108,7 +103,7 @@ class SimEngine:
         budget_t = control.budget_time if control.budget_time is not None else math.inf
         core.begin()
         arrive = core.arrive
-        while not stop.is_set():
+        while True:
             seqs: list[int] = []
             rows = core.rows
             room = self.chunk if budget_g < 0 else min(self.chunk, budget_g - done)
@@ -146,14 +141,13 @@ class SimEngine:
         (Running the schedule ahead in a thread was measured not to pay: the GIL hands over
         cost more than the schedule, about 2 us an event on the paper problem.)"""
         control, replay = self.control, self.replay
-        stop = threading.Event()
         self.cancels: list[int] = []
         status, stopped_by, now, done = "failed", BY_EXHAUSTION, 0.0, 0
         control.start(replay.x)
         rows: list = []
         replaying = False
         try:
-            for rows, seqs, in_flight, stopped_by, now in self.schedule(stop):
+            for rows, seqs, in_flight, stopped_by, now in self.schedule():
                 replaying = True
                 diverged_at = replay.run(rows, seqs, done, in_flight)
                 keep = len(rows) if diverged_at is None else diverged_at + 1
@@ -176,7 +170,6 @@ class SimEngine:
                 now = rows[replay.completed - 1][5]
             raise
         finally:
-            stop.set()
             # a run that diverged ends at that row: so do its counts
             core = getattr(self, "core", None)
             cancelled = sum(r < done for r in self.cancels) if core else 0
