@@ -579,24 +579,12 @@ def _log_selection(stage: str, selection: dict, file: Path) -> None:
     """The selected stepsizes as one MLflow run (params ``<cell>.<label>`` = lr)."""
     if os.environ.get("ASGD_STUDY_NO_MLFLOW"):
         return
-    from mlflow.entities import Param
+    from pipeline.tracking import log_selection
 
-    from pipeline.tracking import client_for, ensure_experiment
-
-    client = client_for(None)
-    exp = ensure_experiment(client, "async-sgd")
-    run = client.create_run(
-        exp,
-        run_name=f"{stage} selection ({selection['profile']})",
-        tags={"sweep": "selection", "stage": stage, "profile": selection["profile"]},
-    )
-    params = [Param(k, v) for k, v in sorted(selection_params(selection).items())]
-    if "target" in selection:
-        params.append(Param("target", str(selection["target"])))
-    for i in range(0, len(params), 100):
-        client.log_batch(run.info.run_id, params=params[i : i + 100])
-    client.log_artifact(run.info.run_id, str(file))
-    client.set_terminated(run.info.run_id, "FINISHED")
+    params: dict[str, Any] = dict(selection_params(selection))
+    if selection.get("target") is not None:
+        params["target"] = selection["target"]
+    log_selection(stage, params, file, profile=selection["profile"])
 
 
 def main(argv: list[str] | None = None) -> None:

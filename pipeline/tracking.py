@@ -537,31 +537,27 @@ def open_run(cfg: Any, exp: Any, choices: Mapping[str, str] | None = None):
 
 def log_selection(
     stage: str,
-    selection: Mapping,
+    params: Mapping[str, Any],
     artifact: Path | None = None,
+    profile: str | None = None,
     uri: str | None = None,
     experiment: str = "async-sgd",
 ) -> str:
     """A study stage's selection as one finished MLflow run (returns its id): named
-    ``<stage> selection (<profile>)``, tags ``sweep=selection`` and ``stage``, one param
-    ``<group>.<method>`` per selected stepsize of ``selection["lr"]`` (groups: topologies, or
-    worker counts), ``target`` when there is one, and the selection file as artifact."""
+    ``<stage> selection (<profile>)``, tags ``sweep=selection``, ``stage`` and ``profile``, the
+    selection as params (e.g. ``<cell>.<method>`` = the selected stepsize, ``null`` for none)
+    and the selection file as artifact."""
     from mlflow.entities import Param
 
     client = client_for(uri)
     exp = ensure_experiment(client, experiment)
-    profile = selection.get("profile")
     name = f"{stage} selection" + (f" ({profile})" if profile else "")
-    run = client.create_run(exp, run_name=name, tags={"sweep": "selection", "stage": stage})
-    run_id = run.info.run_id
+    tags = {"sweep": "selection", "stage": stage, **({"profile": profile} if profile else {})}
+    run_id = client.create_run(exp, run_name=name, tags=tags).info.run_id
     try:
-        params = [Param(f"{group}.{method}", _param(lr))
-                  for group, by_method in sorted(selection.get("lr", {}).items())
-                  for method, lr in sorted(by_method.items())]  # fmt: skip
-        if selection.get("target") is not None:
-            params.append(Param("target", _param(selection["target"])))
-        for i in range(0, len(params), 100):
-            client.log_batch(run_id, params=params[i : i + 100])
+        items = [Param(k, _param(v)) for k, v in sorted(params.items())]
+        for i in range(0, len(items), 100):
+            client.log_batch(run_id, params=items[i : i + 100])
         if artifact is not None and Path(artifact).exists():
             client.log_artifact(run_id, str(artifact))
     except BaseException:

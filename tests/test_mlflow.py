@@ -159,17 +159,18 @@ def test_sweep_has_one_named_parent_with_the_comparison(tmp_path, mlflow_uri, sm
 
 def test_every_stage_selection_is_a_run(tmp_path, mlflow_uri):
     """The tuning and the scaling stages' selected stepsizes (no target in the latter)."""
-    scaling = {"profile": "quick", "lr": {"160": {"asgd": 0.1, "ringmaster": None}}}
     path = tmp_path / "scaling_lr.json"
-    path.write_text(json.dumps(scaling))
+    path.write_text(json.dumps({"lr": {"160": {"asgd": 0.1, "ringmaster": None}}}))
     client = client_for(mlflow_uri)
-    run = client.get_run(log_selection("scaling", scaling, path, uri=mlflow_uri))
+    params = {"160.asgd": 0.1, "160.ringmaster": None}
+    run = client.get_run(log_selection("scaling", params, path, "quick", uri=mlflow_uri))
     assert run.info.run_name == "scaling selection (quick)" and run.info.status == "FINISHED"
     assert run.data.tags["stage"] == "scaling" and run.data.tags["sweep"] == "selection"
+    assert run.data.tags["profile"] == "quick"
     assert run.data.params == {"160.asgd": "0.1", "160.ringmaster": "null"}
     assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["scaling_lr.json"]
-    tuning = {"profile": "quick", "target": 0.005, "lr": {"sqrt": {"asgd": 0.43}}}
-    run = client.get_run(log_selection("tuning", tuning, uri=mlflow_uri))
+    params = {"sqrt.asgd": 0.43, "target": 0.005}
+    run = client.get_run(log_selection("tuning", params, uri=mlflow_uri))
     assert run.data.params == {"sqrt.asgd": "0.43", "target": "0.005"}
 
 
