@@ -254,7 +254,9 @@ class Quadratic(DataObjective):
         spread = float(((per_row - per_row.mean(0)) ** 2).sum(1).mean())
         b = N if batch_size is None else batch_size
         sigma2 = spread / b * (N - b) / max(N - 1, 1)  # rows drawn without replacement
-        return {"L": L, "delta": self.loss(x0) - self.optimum(), "sigma2": sigma2}
+        r0 = X @ x0 - y  # on the CPU copy, whatever the objective's device
+        delta = 0.5 * float(r0 @ r0) / N - self.optimum()
+        return {"L": L, "delta": delta, "sigma2": sigma2}
 
     def solution(self) -> torch.Tensor:
         """x*, the least-squares solution (float64, CPU)."""
