@@ -9,7 +9,8 @@ Cases:
   asgd: gradients per second (compare: ``python bench/bare_rpc_ps.py --workers 4``).
 - ``emulated``: 20 ms jobs (homogeneous, no noise, time_scale 0.02), 4 workers: throughput
   against n / 20 ms.
-- ``gpu``: the cnn objective (digits), 4 workers sharing one GPU, native (``--device cuda``).
+- ``gpu``: the cnn objective (digits), 4 workers sharing one GPU, native (``--device cpu``: the
+  same on the CPU, the baseline).
 
     python bench/bench_rpc.py [--case transport|paper|emulated|gpu|all] [--seconds 10]
 """
@@ -110,11 +111,12 @@ def emulated(seconds: float, workers: int = 4, job_s: float = 0.02) -> dict:
     return r
 
 
-def gpu(seconds: float, workers: int = 4) -> dict:
-    r = rpc_run("experiment=cnn_digits", "optimizer=asgd", "engine.device=cuda",
+def gpu(seconds: float, workers: int = 4, device: str = "cuda") -> dict:
+    r = rpc_run("experiment=cnn_digits", "optimizer=asgd", f"engine.device={device}",
                 "topology=native", f"topology.n_workers={workers}", "budget.gradients=null",
                 f"budget.time={seconds}")  # fmt: skip
-    r.update(case="gpu", workers=workers, device=torch.cuda.get_device_name(0))
+    name = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
+    r.update(case="gpu", workers=workers, device=name)
     print(json.dumps(r), flush=True)
     return r
 
@@ -124,10 +126,14 @@ def main() -> None:
     p.add_argument("--case", choices=["transport", "paper", "emulated", "gpu", "all"],
                    default="all")  # fmt: skip
     p.add_argument("--seconds", type=float, default=10)
+    p.add_argument("--device", default="cuda", help="gpu case: cuda, or cpu for its baseline")
     a = p.parse_args()
     cases = ["paper", "emulated", "transport"] if a.case == "all" else [a.case]
     for c in cases:
-        {"transport": transport, "paper": paper, "emulated": emulated, "gpu": gpu}[c](a.seconds)
+        if c == "gpu":
+            gpu(a.seconds, device=a.device)
+        else:
+            {"transport": transport, "paper": paper, "emulated": emulated}[c](a.seconds)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from pipeline import RunError
+from pipeline.engines.rpc import free_port
 from pipeline.records import read_events, read_history
 from pipeline.runner import run_experiment
 from pipeline.trace import read_jobs
@@ -385,7 +386,7 @@ def _torchrun(tmp_path, *extra):
         "optimizer.lr=0.01", "engine.time_scale=0.002", "eval_every=20", "tracking=none",
         f"hydra.run.dir={tmp_path / 'run'}", "progress=off", *extra[1:],
     ]  # fmt: skip
-    env = {**os.environ, "CI": "1", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "CI": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(PROJECT_ROOT)}
     return subprocess.Popen(
         cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -405,6 +406,54 @@ def test_torchrun_on_loopback(tmp_path, small_data):
     assert len(summary["workers"]) == 2
     assert len(read_events(tmp_path / "run" / "events.csv")) == 120
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # workers wrote nothing
+    assert_no_workers_left(summary)
+
+
+@pytest.mark.slow
+def test_torchrun_on_two_nodes(tmp_path, small_data):
+    """The README's two-machine recipe, both "machines" on this host: node 0 runs the server
+    and one worker, node 1 two workers and gives no configuration of its own (it takes rank 0's:
+    a different budget there is ignored). Ranks are laid out node by node."""
+    import json
+
+    port = free_port("127.0.0.1")
+    common = [
+        sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=2",
+        "--master-addr=127.0.0.1", f"--master-port={port}",
+    ]  # fmt: skip
+    env = {**os.environ, "CI": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(PROJECT_ROOT)}
+    node_b = tmp_path / "b"
+    node_b.mkdir()
+    procs = [
+        subprocess.Popen(
+            [*common, "--node-rank=0", "-m", "pipeline.train", "engine=rpc",
+             "engine.launcher=torchrun", "topology.n_workers=3", "dataset=small_lstsq",
+             f"dataset.path={small_data}", "topology=linear", "batch_size=8",
+             "optimizer.lr=0.01", "engine.time_scale=0.002", "eval_every=20", "tracking=none",
+             f"hydra.run.dir={tmp_path / 'run'}", "progress=off", "budget.gradients=150"],
+            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        ),
+        subprocess.Popen(
+            [*common, "--node-rank=1", "-m", "pipeline.train", "engine=rpc",
+             "engine.launcher=torchrun", "budget.gradients=7"],
+            cwd=node_b, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        ),
+    ]  # fmt: skip
+    try:
+        outs = [p.communicate(timeout=300)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert [p.returncode for p in procs] == [0, 0], outs[0][:3000] + outs[1][:3000]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["gradients"] == 150
+    assert len(summary["workers"]) == 3
+    per_worker = {w: 0 for w in range(3)}
+    for e in read_events(tmp_path / "run" / "events.csv"):
+        per_worker[int(e["worker"])] += 1
+    assert all(c > 0 for c in per_worker.values()), per_worker  # node 1's workers took part
+    assert list(node_b.iterdir()) == []  # node 1 wrote nothing
     assert_no_workers_left(summary)
 
 
