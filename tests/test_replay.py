@@ -113,3 +113,38 @@ def test_time_budget_and_divergence_stop_the_replay_where_the_loop_stops(tmp_pat
     new = compare(tmp_path / "d", small(small_data, method, topology, "optimizer.lr=5",
                                         "eval_every=1", "batch_size=8"), chunk=20)  # fmt: skip
     assert new.status == "diverged" and new.gradients < 400
+
+
+class _SignalAfterRecord(RunControl):
+    """A signal that lands inside an evaluation, just after its history row is written."""
+
+    def __init__(self, *a, at: int, **kw):
+        super().__init__(*a, **kw)
+        self.at = at
+
+    def record(self, x, version, gradients, time):
+        out = super().record(x, version, gradients, time)
+        if version == self.at:
+            self.at = -1
+            raise KeyboardInterrupt
+        return out
+
+
+@pytest.mark.parametrize("batched", [True, False], ids=["batched", "one by one"])
+def test_a_signal_inside_an_evaluation_keeps_the_records_consistent(batched, tmp_path, small_data):
+    """The run ends at the evaluated step: no history row past the final state, the final row is
+    that step's, and the events stop at its arrival."""
+    cfg = compose_cfg(*small(small_data, ("asgd",), TOPOLOGIES[0], "batch_size=8"))
+    exp = build_experiment(cfg)
+    rec = RunRecorder(tmp_path, extra_history=exp.evaluator.extra_columns)
+    control = _SignalAfterRecord(exp.evaluator, rec, 7, cfg.budget.gradients, None, at=70)
+    eng = SimEngine(exp, control)
+    eng.replay.batched = batched
+    with pytest.raises(KeyboardInterrupt):
+        eng.run()
+    rec.close()
+    history = read_history(tmp_path / "history.csv")
+    updates = [int(h["update"]) for h in history]
+    assert updates == list(range(0, 71, 7))  # every 7th; the final state is the last row
+    assert control.result.updates == 70 and control.result.status == "killed"
+    assert len(read_events(tmp_path / "events.csv")) == control.result.gradients == 70

@@ -314,10 +314,12 @@ class Replay:
                     if tracing:
                         self.iterates.append(x)
                     if version >= next_eval:
+                        # the row is done before its evaluation is recorded: a signal inside
+                        # the recording must not leave a history row past the final state
+                        x_done, version_done, buf_done, rows_done = x, version, None, i + 1
                         diverged = control.stepped(x, version, done + i + 1, t)
                         next_eval = control.next_eval
                         if diverged:
-                            x_done, version_done, buf_done, rows_done = x, version, None, i + 1
                             return i
                 x_done, version_done, buf_done, rows_done = x, version, buf, i + 1
         finally:
@@ -386,9 +388,11 @@ class Replay:
             for version in range(-(-v0 // every) * every, v0 + k1 - k, every):
                 j = version - v0
                 row = int(steps[k + j])
+                # done up to this step before its evaluation is recorded (a signal may land
+                # inside the recording)
+                self.x, self.version, self.carry = xs[j], version, None
+                self.completed = row + 1
                 if control.stepped(xs[j], version, done + row + 1, float(T[row])):
-                    self.x, self.version, self.carry = xs[j], version, None
-                    self.completed = row + 1
                     if self.iterates is not None:
                         del self.iterates[traced + j + 1 :]
                     return row
