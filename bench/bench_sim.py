@@ -52,12 +52,17 @@ def compose(*overrides):
         return hc(config_name="config", overrides=["tracking=none", *overrides])
 
 
+UNFUSED = False  # --unfused: the GPU's batched rounds in the CPU's per-round form (comparison)
+
+
 def engine_seconds(cfg) -> tuple[float, int, bool]:
     exp = build_experiment(cfg)
     with tempfile.TemporaryDirectory() as d:
         rec = RunRecorder(d)
         control = RunControl(exp.evaluator, rec, 10**12, cfg.budget.gradients, None)
         eng = SimEngine(exp, control)
+        if UNFUSED:
+            eng.replay.fused = False
         if exp.objective.device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
@@ -103,7 +108,9 @@ def overhead(repeats: int, device: str) -> dict:
         "case": "overhead",
         "device": device,
         "gradients": g,
-        "replay": "batched" if batched else "one by one",
+        "replay": ("batched" + (" fused" if device == "cuda" and not UNFUSED else ""))
+        if batched
+        else "one by one",
         "engine_s_min": min(eng),
         "loop_s_min": min(loop),
         "ratio_of_minima": min(eng) / min(loop),
@@ -145,7 +152,10 @@ def main() -> None:
     p.add_argument("--method", choices=sorted(METHODS), default="asgd")
     p.add_argument("--device", default="cpu")
     p.add_argument("--case", choices=["overhead", "scale", "all"], default="all")
+    p.add_argument("--unfused", action="store_true", help="GPU: rounds in the per-round form")
     a = p.parse_args()
+    global UNFUSED
+    UNFUSED = a.unfused
     if a.case == "all":
         runs = [["--case", "overhead", "--repeats", str(a.repeats)]]
         runs += [["--case", "scale", "--method", m] for m in ("asgd",)]

@@ -38,13 +38,15 @@ TOPOLOGY_PARAMS = [
 ]
 
 
-def run(engine_cls, cfg, out, batched=None, chunk=None):
+def run(engine_cls, cfg, out, batched=None, chunk=None, fused=None):
     exp = build_experiment(cfg)
     rec = RunRecorder(out, extra_history=exp.evaluator.extra_columns)
     control = RunControl(exp.evaluator, rec, exp.eval_every, cfg.budget.gradients, cfg.budget.time)
     eng = engine_cls(exp, control, trace_iterates=True)
     if batched is not None:
         eng.replay.batched = batched
+    if fused is not None:  # the GPU's form of the batched rounds, here on the CPU
+        eng.replay.fused = fused
     if chunk is not None:
         eng.chunk = chunk
     result = eng.run()
@@ -84,34 +86,44 @@ def small(small_data, method, topology, *extra):
     ]  # fmt: skip
 
 
-@pytest.mark.parametrize("batched", [True, False], ids=["batched", "one by one"])
+PATHS = {"batched": (True, False), "batched fused": (True, True), "one by one": (False, False)}
+
+
+@pytest.mark.parametrize("path", list(PATHS))
 @pytest.mark.parametrize("topology", TOPOLOGY_PARAMS)
 @pytest.mark.parametrize("method", METHODS, ids=" ".join)
-def test_replay_equals_the_event_loop(method, topology, batched, tmp_path, small_data):
+def test_replay_equals_the_event_loop(method, topology, path, tmp_path, small_data):
     # chunks of 37 rows cut rounds, steps and minibatch rounds anywhere
+    batched, fused = PATHS[path]
     compare(tmp_path, small(small_data, method, topology, "batch_size=8"),
-            batched=batched, chunk=37)  # fmt: skip
+            batched=batched, fused=fused, chunk=37)  # fmt: skip
 
 
+@pytest.mark.parametrize("fused", [False, True], ids=["batched", "batched fused"])
 @pytest.mark.parametrize("method", METHODS, ids=" ".join)
-def test_replay_of_the_noisy_quadratic(method, tmp_path):
+def test_replay_of_the_noisy_quadratic(method, fused, tmp_path):
     """Random-access noise samples, drawn for a whole chunk at once."""
     compare(
         tmp_path,
         [f"optimizer={method[0]}", *method[1:], "~experiment", "objective=noisy_quadratic",
          "dataset=none", "topology=sqrt", "topology.n_workers=7", "topology.noise=exponential",
          "optimizer.lr=0.05", "budget.gradients=500", "eval_every=3", "tracking=none"],
-        chunk=50,
+        chunk=50, fused=fused,
     )  # fmt: skip
 
 
-def test_time_budget_and_divergence_stop_the_replay_where_the_loop_stops(tmp_path, small_data):
+@pytest.mark.parametrize("path", list(PATHS))
+def test_time_budget_and_divergence_stop_the_replay_where_the_loop_stops(
+    path, tmp_path, small_data
+):
     method, topology = ("asgd",), TOPOLOGIES[0]
+    batched, fused = PATHS[path]
+    kw = {"chunk": 20, "batched": batched, "fused": fused}
     new = compare(tmp_path / "t", small(small_data, method, topology, "budget.gradients=null",
-                                        "budget.time=37.5", "batch_size=8"), chunk=20)  # fmt: skip
+                                        "budget.time=37.5", "batch_size=8"), **kw)  # fmt: skip
     assert new.stopped_by == "budget.time" and new.time == 37.5
     new = compare(tmp_path / "d", small(small_data, method, topology, "optimizer.lr=5",
-                                        "eval_every=1", "batch_size=8"), chunk=20)  # fmt: skip
+                                        "eval_every=1", "batch_size=8"), **kw)  # fmt: skip
     assert new.status == "diverged" and new.gradients < 400
 
 
@@ -130,8 +142,8 @@ class _SignalAfterRecord(RunControl):
         return out
 
 
-@pytest.mark.parametrize("batched", [True, False], ids=["batched", "one by one"])
-def test_a_signal_inside_an_evaluation_keeps_the_records_consistent(batched, tmp_path, small_data):
+@pytest.mark.parametrize("path", list(PATHS))
+def test_a_signal_inside_an_evaluation_keeps_the_records_consistent(path, tmp_path, small_data):
     """The run ends at the evaluated step: no history row past the final state, the final row is
     that step's, and the events stop at its arrival."""
     cfg = compose_cfg(*small(small_data, ("asgd",), TOPOLOGIES[0], "batch_size=8"))
@@ -139,7 +151,7 @@ def test_a_signal_inside_an_evaluation_keeps_the_records_consistent(batched, tmp
     rec = RunRecorder(tmp_path, extra_history=exp.evaluator.extra_columns)
     control = _SignalAfterRecord(exp.evaluator, rec, 7, cfg.budget.gradients, None, at=70)
     eng = SimEngine(exp, control)
-    eng.replay.batched = batched
+    eng.replay.batched, eng.replay.fused = PATHS[path]
     with pytest.raises(KeyboardInterrupt):
         eng.run()
     rec.close()

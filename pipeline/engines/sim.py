@@ -212,6 +212,9 @@ class Replay:
         self.samplers = None if self.random_access else exp.samplers()
         self.drawn = [0] * exp.rule.n  # samples drawn so far from each worker's sampler
         self.batched = obj.batch_pays(exp.cfg.batch_size)
+        # batched rounds with the chunk's sums and ring slots made once (fewer ops a round: on
+        # a GPU each is a launch); on the CPU the per-round form, whose records are the study's
+        self.fused = self.device.type == "cuda"
         self.ring: torch.Tensor | None = None  # batched path: recent iterates, by version
         self.mask = 0
         self._cols = None
@@ -366,20 +369,36 @@ class Replay:
         ct = torch.as_tensor(contrib[A], device=dev)
         z = self._samples(W[A], S[A]) if len(A) else None
         carry, every, control = self.carry, self.control.every, self.control
+        fused = self.fused
+        if fused and n_steps:
+            # the chunk's step sums and ring slots made once: a round is then 5 ops around the
+            # gradients (every op is a kernel launch on a GPU)
+            acc = torch.zeros((n_steps, x.numel()), dtype=x.dtype, device=dev)
+            slots = torch.arange(K0 + 1, K0 + n_steps + 1, device=dev) & mask
+            if carry is not None:
+                acc[0] += carry
+                carry = None
         k = 0
         while k < n_steps:
             k1 = int(np.searchsorted(reach, K0 + k, side="right"))  # steps k..k1-1 computable
             a0, a1 = first[k], first[k1]
-            sums = torch.zeros((k1 - k, x.numel()), dtype=x.dtype, device=dev)
-            if a1 > a0:
-                g = obj.grad_batch(ring.index_select(0, vt[a0:a1]), _rows(z, a0, a1))
-                sums.index_add_(0, ct[a0:a1] - k, g.mul_(wt[a0:a1]))
-            if carry is not None:
-                sums[0] += carry
-                carry = None
-            xs = torch.cumsum(torch.cat([x[None], sums.neg_()]), 0)[1:]
-            v0 = K0 + k + 1  # the version of xs[0]
-            ring.index_copy_(0, torch.arange(v0, v0 + k1 - k, device=dev) & mask, xs)
+            v0 = K0 + k + 1  # the version of the round's first step
+            if fused:
+                if a1 > a0:
+                    g = obj.grad_batch(ring.index_select(0, vt[a0:a1]), _rows(z, a0, a1))
+                    acc.index_add_(0, ct[a0:a1], g.mul_(wt[a0:a1]))
+                xs = torch.sub(x, torch.cumsum(acc[k:k1], 0))
+                ring.index_copy_(0, slots[k:k1], xs)
+            else:
+                sums = torch.zeros((k1 - k, x.numel()), dtype=x.dtype, device=dev)
+                if a1 > a0:
+                    g = obj.grad_batch(ring.index_select(0, vt[a0:a1]), _rows(z, a0, a1))
+                    sums.index_add_(0, ct[a0:a1] - k, g.mul_(wt[a0:a1]))
+                if carry is not None:
+                    sums[0] += carry
+                    carry = None
+                xs = torch.cumsum(torch.cat([x[None], sums.neg_()]), 0)[1:]
+                ring.index_copy_(0, torch.arange(v0, v0 + k1 - k, device=dev) & mask, xs)
             x = xs[-1]
             traced = len(self.iterates) if self.iterates is not None else 0
             if self.iterates is not None:
