@@ -212,8 +212,9 @@ class Replay:
         self.samplers = None if self.random_access else exp.samplers()
         self.drawn = [0] * exp.rule.n  # samples drawn so far from each worker's sampler
         self.batched = obj.batch_pays(exp.cfg.batch_size)
-        # batched rounds with the chunk's sums and ring slots made once (fewer ops a round: on
-        # a GPU each is a launch); on the CPU the per-round form, whose records are the study's
+        # batched rounds with the chunk's sums and ring slots made once and the new iterates
+        # written straight into the ring (fewer ops a round: on a GPU each is a launch); on the
+        # CPU the per-round form, whose records are the study's
         self.fused = self.device.type == "cuda"
         self.ring: torch.Tensor | None = None  # batched path: recent iterates, by version
         self.mask = 0
@@ -371,12 +372,17 @@ class Replay:
         carry, every, control = self.carry, self.control.every, self.control
         fused = self.fused
         if fused and n_steps:
-            # the chunk's step sums and ring slots made once: a round is then 5 ops around the
-            # gradients (every op is a kernel launch on a GPU)
+            # the chunk's (negated) step sums and ring slots made once; a round is then 3 ops
+            # around the gradients (on a GPU every op is a kernel launch): the weighted sums,
+            # the round's first point added, a cumulative sum written into the ring
             acc = torch.zeros((n_steps, x.numel()), dtype=x.dtype, device=dev)
             slots = torch.arange(K0 + 1, K0 + n_steps + 1, device=dev) & mask
+            w_all = WT[A]
+            uniform = len(w_all) > 0 and bool((w_all == w_all[0]).all())
+            neg_w = -float(w_all[0]) if uniform else None
+            nwt = None if uniform else wt.neg()
             if carry is not None:
-                acc[0] += carry
+                acc[0] -= carry
                 carry = None
         k = 0
         while k < n_steps:
@@ -386,9 +392,17 @@ class Replay:
             if fused:
                 if a1 > a0:
                     g = obj.grad_batch(ring.index_select(0, vt[a0:a1]), _rows(z, a0, a1))
-                    acc.index_add_(0, ct[a0:a1], g.mul_(wt[a0:a1]))
-                xs = torch.sub(x, torch.cumsum(acc[k:k1], 0))
-                ring.index_copy_(0, slots[k:k1], xs)
+                    if uniform:
+                        acc.index_add_(0, ct[a0:a1], g, alpha=neg_w)
+                    else:
+                        acc.index_add_(0, ct[a0:a1], g.mul_(nwt[a0:a1]))
+                acc[k].add_(x)
+                s0 = v0 & mask
+                if s0 + k1 - k <= mask + 1:  # the round's slots are contiguous in the ring
+                    xs = torch.cumsum(acc[k:k1], 0, out=ring[s0 : s0 + k1 - k])
+                else:
+                    xs = torch.cumsum(acc[k:k1], 0)
+                    ring.index_copy_(0, slots[k:k1], xs)
             else:
                 sums = torch.zeros((k1 - k, x.numel()), dtype=x.dtype, device=dev)
                 if a1 > a0:
@@ -401,8 +415,8 @@ class Replay:
                 ring.index_copy_(0, torch.arange(v0, v0 + k1 - k, device=dev) & mask, xs)
             x = xs[-1]
             traced = len(self.iterates) if self.iterates is not None else 0
-            if self.iterates is not None:
-                self.iterates.extend(xs.unbind(0))
+            if self.iterates is not None:  # (fused: xs are ring rows, later overwritten)
+                self.iterates.extend((xs.clone() if fused else xs).unbind(0))
             # the evaluations due in these steps: the multiples of `every`
             for version in range(-(-v0 // every) * every, v0 + k1 - k, every):
                 j = version - v0
