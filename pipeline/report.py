@@ -80,6 +80,14 @@ def _json(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def _save(fig, path: Path, dpi: int = 110) -> Path:
+    """Lay out, write and close a figure."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 # ---------------------------------------------------------------------------- numbers
 
 
@@ -209,10 +217,7 @@ def fig_bands(
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def fig_delays(run: dict, path: Path, paper_max_over_n: float | None = 35.0) -> Path:
@@ -233,10 +238,7 @@ def fig_delays(run: dict, path: Path, paper_max_over_n: float | None = 35.0) -> 
     ax.set_ylabel("count (log)")
     ax.set_title(f"Delays of asynchronous SGD, {run['topology']} workers, seed {run['seed']}")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 # ---------------------------------------------------------------------------- sections
@@ -468,10 +470,7 @@ def fig_time_to_target(rows, ratios, path: Path) -> Path:
         ax.set_yscale("log")
         ax.set_title(cell, fontsize=9)
     axes[0][0].set_ylabel("time to target (mean, 95% CI)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def section_optimal(ctx: Context) -> Section:
@@ -635,11 +634,7 @@ def section_real(ctx: Context) -> Section:
     ax.set_ylabel("F(x) - F*")
     ax.set_title(f"{meta['n_workers']} real workers, tau_i = i emulated, paper problem")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = ctx.figs / "real_vs_replayed.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    sec.figures.append(path)
+    sec.figures.append(_save(fig, ctx.figs / "real_vs_replayed.png", dpi=120))
 
     def ttt(s, factor=1.0):
         t = s.get("time_to_target") if s else None
@@ -766,10 +761,7 @@ def fig_scaling(rows, labels, path: Path) -> Path:
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
     ax.legend(h1 + h2, l1 + l2, fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def section_nonconvex(ctx: Context) -> Section:

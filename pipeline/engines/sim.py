@@ -372,11 +372,10 @@ class Replay:
         carry, every, control = self.carry, self.control.every, self.control
         fused = self.fused
         if fused and n_steps:
-            # the chunk's (negated) step sums and ring slots made once; a round is then 3 ops
+            # the chunk's (negated) step sums made once; a round is then 3 ops
             # around the gradients (on a GPU every op is a kernel launch): the weighted sums,
             # the round's first point added, a cumulative sum written into the ring
             acc = torch.zeros((n_steps, x.numel()), dtype=x.dtype, device=dev)
-            slots = torch.arange(K0 + 1, K0 + n_steps + 1, device=dev) & mask
             w_all = WT[A]
             uniform = len(w_all) > 0 and bool((w_all == w_all[0]).all())
             neg_w = -float(w_all[0]) if uniform else None
@@ -389,9 +388,11 @@ class Replay:
             k1 = int(np.searchsorted(reach, K0 + k, side="right"))  # steps k..k1-1 computable
             a0, a1 = first[k], first[k1]
             v0 = K0 + k + 1  # the version of the round's first step
+            g = None
+            if a1 > a0:
+                g = obj.grad_batch(ring.index_select(0, vt[a0:a1]), _rows(z, a0, a1))
             if fused:
-                if a1 > a0:
-                    g = obj.grad_batch(ring.index_select(0, vt[a0:a1]), _rows(z, a0, a1))
+                if g is not None:
                     if uniform:
                         acc.index_add_(0, ct[a0:a1], g, alpha=neg_w)
                     else:
@@ -400,13 +401,12 @@ class Replay:
                 s0 = v0 & mask
                 if s0 + k1 - k <= mask + 1:  # the round's slots are contiguous in the ring
                     xs = torch.cumsum(acc[k:k1], 0, out=ring[s0 : s0 + k1 - k])
-                else:
+                else:  # the round wraps around the ring's end
                     xs = torch.cumsum(acc[k:k1], 0)
-                    ring.index_copy_(0, slots[k:k1], xs)
+                    ring.index_copy_(0, torch.arange(v0, v0 + k1 - k, device=dev) & mask, xs)
             else:
                 sums = torch.zeros((k1 - k, x.numel()), dtype=x.dtype, device=dev)
-                if a1 > a0:
-                    g = obj.grad_batch(ring.index_select(0, vt[a0:a1]), _rows(z, a0, a1))
+                if g is not None:
                     sums.index_add_(0, ct[a0:a1] - k, g.mul_(wt[a0:a1]))
                 if carry is not None:
                     sums[0] += carry
