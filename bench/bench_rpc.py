@@ -60,7 +60,7 @@ def rpc_run(*overrides) -> dict:
 
 def ideal_rate(dim: int, gradients: int = 2000) -> float:
     """Gradients + updates per second in one process, no communication."""
-    from pipeline.build import build_experiment
+    from pipeline.compose.build import build_experiment
 
     cfg = compose(*_free(dim), f"budget.gradients={gradients}")
     exp = build_experiment(cfg)

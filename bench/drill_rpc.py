@@ -34,7 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.records import read_events, read_history  # noqa: E402
+from pipeline.core.records import read_events, read_history  # noqa: E402
 
 BASE = [
     "engine=rpc", "optimizer=asgd", "dataset=small_lstsq", "topology=linear",

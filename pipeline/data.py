@@ -10,7 +10,7 @@ import sys
 
 from models import datasets
 from pipeline import CONF_DIR, PROJECT_ROOT
-from pipeline.config import register
+from pipeline.compose.schema import register
 
 
 def build_named(name: str, force: bool = True):

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
 
 from pipeline import CONF_DIR, ConfigError, RunError, Terminated  # noqa: E402
-from pipeline.config import register
+from pipeline.compose.schema import register
 
 register()
 log = logging.getLogger("pipeline.train")
@@ -75,7 +75,7 @@ def _compose_error(e: BaseException, overrides: list[str], config_name: str) -> 
 
     from hydra import compose
 
-    from pipeline.config import unknown_key_message
+    from pipeline.compose.schema import unknown_key_message
 
     text = _one_line(e)
     m = re.search(r"Could not override '([^']+)'", text) or re.search(
@@ -113,7 +113,7 @@ def _refuse_additions(overrides: list[str], config_name: str) -> None:
     """``+key=value`` adds a key outside the schemas: refused, naming the closest valid key."""
     from hydra import compose
 
-    from pipeline.config import unknown_key_message
+    from pipeline.compose.schema import unknown_key_message
 
     for o in overrides:
         if o.startswith("+") and "=" in o:
@@ -132,10 +132,10 @@ def _refuse_additions(overrides: list[str], config_name: str) -> None:
 
 def preflight(argv: list[str]) -> int:
     """Compose and check every job before any runs (config, input files, memory, data; see
-    :func:`pipeline.build.check_job`); returns the number of jobs checked."""
+    :func:`pipeline.compose.build.check_job`); returns the number of jobs checked."""
     from hydra import compose, initialize_config_dir
 
-    from pipeline.build import check_job
+    from pipeline.compose.build import check_job
 
     try:
         jobs, config_name = _job_overrides(argv)
@@ -215,7 +215,7 @@ def main() -> None:
     argv = sys.argv[1:]
     if os.environ.get("TORCHELASTIC_RUN_ID") and os.environ.get("RANK", "0") != "0":
         # under torchrun, every rank but 0 is a worker of engine=rpc: no Hydra, no records
-        from pipeline.engines.rpc_worker import torchrun_worker
+        from pipeline.engines.rpc.worker import torchrun_worker
 
         torchrun_worker(argv)
         return

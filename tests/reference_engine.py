@@ -7,8 +7,8 @@ import math
 from heapq import heappop, heappush
 
 from pipeline.engines.base import BY_EXHAUSTION, BY_GRADIENTS, BY_TIME, RunControl, RunResult
-from pipeline.engines.core import Dispatcher
-from pipeline.server import ParameterServer
+from pipeline.engines.dispatch import Dispatcher
+from pipeline.core.server import ParameterServer
 
 
 class EventLoopEngine:

@@ -1,6 +1,6 @@
 """A real SIGTERM to a real ``python -m pipeline.train`` (engine=sim), alone and in a multirun:
 exit 143, records flushed and consistent, the MLflow run KILLED, and in a sweep the parent too.
-(engine=rpc has its own in tests/test_rpc.py.)"""
+(engine=rpc has its own in tests/engines/test_rpc.py.)"""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import PROJECT_ROOT
-from pipeline.records import read_events, read_history
+from pipeline.core.records import read_events, read_history
 from pipeline.tracking import client_for
 
 LONG = (  # small_lstsq, 4 workers: a run that would go on for hours

@@ -14,7 +14,7 @@ from pipeline.engines.base import Engine, RunControl, RunResult
 # name -> "module:class" (imported on first use: the rpc engine pulls in torch.distributed)
 ENGINES: dict[str, str] = {
     "sim": "pipeline.engines.sim:SimEngine",
-    "rpc": "pipeline.engines.rpc:RpcEngine",
+    "rpc": "pipeline.engines.rpc.server:RpcEngine",
 }
 TIME_KINDS = {"sim": "simulated", "rpc": "wall"}
 

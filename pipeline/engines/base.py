@@ -10,9 +10,9 @@ from typing import Protocol
 
 import torch
 
-from pipeline.evaluation import Evaluator
-from pipeline.progress import Progress
-from pipeline.records import RunRecorder
+from pipeline.core.evaluation import Evaluator
+from pipeline.core.progress import Progress
+from pipeline.core.records import RunRecorder
 
 # why a run ended (summary.json ``stopped_by``)
 BY_GRADIENTS = "budget.gradients"

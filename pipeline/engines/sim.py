@@ -36,7 +36,7 @@ from pipeline.engines.base import (
     RunControl,
     RunResult,
 )
-from pipeline.engines.core import Dispatcher
+from pipeline.engines.dispatch import Dispatcher
 
 CHUNK_EVENTS = 1 << 16
 CHUNK_BYTES = 64 << 20  # a chunk's iterates and gradients stay under this (large models)

@@ -1,0 +1,349 @@
+"""Every file a run reads, checked in one place before any work starts: the data file
+(``dataset.path`` or a default ``<name>.npz``) and the trace (``topology.trace_path``).
+
+Each problem is one line naming the file and what is wrong (a :class:`ConfigError`, exit code 2):
+missing, empty, not a zip, a zip that is not an ``.npz``, arrays missing or of the wrong shape or
+type, NaN or Inf inside, labels where a regression target is needed and the reverse, and data on
+which the chosen model would only ever be constant (one class, no features, an image too small
+for the CNN's pooling). :func:`inspect_npz` reads only the arrays' headers (for the resource
+check); :func:`load_data` reads and checks everything.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import ConfigError
+from pipeline.core.trace import JOB_COLUMNS, JOB_STATUSES
+
+#: objectives that need integer class labels; ``quadratic`` needs real-valued targets
+CLASSIFIERS = ("logreg", "mlp", "cnn")
+ARRAYS = ("X", "y", "X_test", "y_test")
+#: the smallest image side the CNN's 2 x 2 max-pool leaves something of
+CNN_MIN_SIDE = 2
+
+
+@dataclass
+class DataShape:
+    """What the headers of a data file say, without reading its arrays."""
+
+    path: Path
+    arrays: dict[str, tuple[tuple[int, ...], np.dtype]] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        return self.arrays["X"][0][0]
+
+    @property
+    def features(self) -> int:
+        return self.arrays["X"][0][1]
+
+    @property
+    def test_rows(self) -> int:
+        return self.arrays["X_test"][0][0] if "X_test" in self.arrays else 0
+
+    def nbytes(self, name: str) -> int:
+        shape, dtype = self.arrays[name]
+        return int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.nbytes(n) for n in self.arrays)
+
+
+def _where(path: Path, key: str) -> str:
+    return f"{path} ({key})"
+
+
+def _check_file(path: Path, key: str, what: str) -> None:
+    if not path.exists():
+        raise ConfigError(f"{what} not found: {_where(path, key)}")
+    if path.is_dir():
+        raise ConfigError(f"{_where(path, key)} is a directory, not a {what}")
+    try:
+        size = path.stat().st_size
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        raise ConfigError(f"{_where(path, key)} cannot be read: {e.strerror or e}") from None
+    if size == 0:
+        raise ConfigError(f"{_where(path, key)} is empty")
+
+
+def inspect_npz(path: str | Path, key: str = "dataset.path") -> DataShape:
+    """Open ``path`` as an ``.npz`` and check its arrays' names, shapes and types from their
+    headers only (no array is read)."""
+    path = Path(path)
+    _check_file(path, key, "data file")
+    where = _where(path, key)
+    if not zipfile.is_zipfile(path):
+        raise ConfigError(f"{where} is not an .npz file (not a zip archive)")
+    shape = DataShape(path)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = [i for i in zf.infolist() if not i.is_dir()]
+            npy = [i for i in members if i.filename.endswith(".npy")]
+            if not npy:
+                names = ", ".join(i.filename for i in members[:5]) or "nothing"
+                raise ConfigError(f"{where} is a zip archive but not an .npz (it holds {names})")
+            for info in npy:
+                with zf.open(info) as f:
+                    try:
+                        version = np.lib.format.read_magic(f)
+                        read = (
+                            np.lib.format.read_array_header_1_0
+                            if version == (1, 0)
+                            else np.lib.format.read_array_header_2_0
+                        )
+                        dims, _, dtype = read(f)
+                    except (ValueError, OSError) as e:
+                        raise ConfigError(
+                            f"{where}: {info.filename} is not a numpy array ({e})"
+                        ) from None
+                shape.arrays[info.filename[: -len(".npy")]] = (tuple(dims), np.dtype(dtype))
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise ConfigError(f"{where} is not a readable .npz file: {e}") from None
+    _check_shapes(shape, where)
+    return shape
+
+
+def _check_shapes(shape: DataShape, where: str) -> None:
+    a = shape.arrays
+    missing = [n for n in ("X", "y") if n not in a]
+    if missing:
+        have = ", ".join(sorted(a)) or "no arrays"
+        raise ConfigError(
+            f"{where} has no array{'s' if len(missing) > 1 else ''} {' and '.join(missing)} "
+            f"(it holds {have}); a data file needs X (rows x features) and y (one per row)"
+        )
+    if ("X_test" in a) != ("y_test" in a):
+        raise ConfigError(f"{where} has only one of X_test and y_test; give both or neither")
+    for name in [n for n in ARRAYS if n in a] + (["image_shape"] if "image_shape" in a else []):
+        dims, dtype = a[name]
+        if dtype.kind not in "biuf":
+            raise ConfigError(f"{where}: array {name} is not numeric (dtype {dtype})")
+    dims = {"X": (2, "rows x features"), "y": (1, "one target per row"),
+            "X_test": (2, "rows x features"), "y_test": (1, "one target per row")}  # fmt: skip
+    for name, (ndim, what) in dims.items():
+        if name in a and len(a[name][0]) != ndim:
+            raise ConfigError(f"{where}: {name} must be {ndim}-d ({what}), got shape {a[name][0]}")
+    rows, features = a["X"][0]
+    if rows == 0:
+        raise ConfigError(f"{where}: X has no rows")
+    if features == 0:
+        raise ConfigError(f"{where}: X has no feature columns (shape {a['X'][0]})")
+    if a["y"][0][0] != rows:
+        raise ConfigError(f"{where}: y has {a['y'][0][0]} entries but X has {rows} rows")
+    if "X_test" in a:
+        if a["X_test"][0][1] != features:
+            raise ConfigError(
+                f"{where}: X_test has {a['X_test'][0][1]} columns but X has {features}"
+            )
+        if a["y_test"][0][0] != a["X_test"][0][0]:
+            raise ConfigError(
+                f"{where}: y_test has {a['y_test'][0][0]} entries but X_test has "
+                f"{a['X_test'][0][0]} rows"
+            )
+
+
+def _nonfinite(name: str, v: np.ndarray, where: str) -> None:
+    if v.dtype.kind == "f":
+        bad = int(np.size(v) - np.count_nonzero(np.isfinite(v)))
+        if bad:
+            s = "s" if bad > 1 else ""
+            raise ConfigError(f"{where}: {name} holds {bad} non-finite value{s} (NaN or Inf)")
+
+
+def load_data(path: str | Path, objective: str, key: str = "dataset.path") -> dict:
+    """Read a data file for ``objective`` and check everything about it; returns its arrays."""
+    path = Path(path)
+    shape = inspect_npz(path, key)
+    where = _where(path, key)
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise ConfigError(f"{where} cannot be read: {e}") from None
+    for name in ARRAYS:
+        if name in arrays:
+            _nonfinite(name, arrays[name], where)
+    check_targets(arrays, objective, where)
+    if objective == "cnn":
+        check_image_shape(arrays.get("image_shape"), shape.features, where)
+    return arrays
+
+
+def check_targets(arrays: dict, objective: str, where: str) -> None:
+    """Labels for a classifier, real-valued targets for least squares."""
+    y = arrays["y"]
+    integer = y.dtype.kind in "biu"
+    if objective not in CLASSIFIERS:
+        if integer:
+            raise ConfigError(
+                f"{where}: y holds integer class labels but objective={objective} needs "
+                "real-valued targets (use objective=logreg, mlp or cnn, or store y as floats)"
+            )
+        return
+    if not integer:
+        raise ConfigError(
+            f"{where}: objective {objective} is a classifier but dataset targets y are "
+            f"real-valued ({y.dtype}); use objective=quadratic, or store integer labels 0..C-1"
+        )
+    if y.min() < 0:
+        raise ConfigError(f"{where}: y holds negative labels ({int(y.min())}); labels are 0..C-1")
+    classes = np.unique(y)
+    if len(classes) < 2:
+        raise ConfigError(
+            f"{where}: y has a single class ({int(classes[0])}); a classifier trained on it "
+            "is constant"
+        )
+    if "y_test" in arrays:
+        yt = arrays["y_test"]
+        if yt.dtype.kind not in "biu":
+            raise ConfigError(f"{where}: y_test holds real values; a classifier needs labels")
+        if len(yt) and (yt.min() < 0 or yt.max() > y.max()):
+            raise ConfigError(
+                f"{where}: y_test holds labels outside y's 0..{int(y.max())} "
+                f"({int(yt.min())}..{int(yt.max())})"
+            )
+
+
+def check_image_shape(image_shape, features: int, where: str) -> tuple[int, int, int]:
+    """``image_shape`` (C, H, W) for objective=cnn: matches the columns, big enough to pool."""
+    if image_shape is None:
+        raise ConfigError(
+            f"{where}: objective cnn needs image-shaped data (an image_shape array C, H, W); "
+            "this file is tabular (use dataset=digits, or objective=mlp)"
+        )
+    dims = np.asarray(image_shape).ravel()
+    if len(dims) != 3 or dims.dtype.kind not in "iu" or (dims < 1).any():
+        raise ConfigError(f"{where}: image_shape must be 3 positive integers C, H, W, got {dims}")
+    c, h, w = (int(v) for v in dims)
+    if c * h * w != features:
+        raise ConfigError(
+            f"{where}: image_shape {c} x {h} x {w} = {c * h * w} values but X has {features} "
+            "columns"
+        )
+    if min(h, w) < CNN_MIN_SIDE:
+        raise ConfigError(
+            f"{where}: images of {h} x {w} are too small for the CNN's 2 x 2 pooling (it would "
+            "leave no features); use objective=mlp"
+        )
+    return c, h, w
+
+
+def check_builder_params(name: str, params: dict) -> dict:
+    """``dataset.params`` for a dataset builder: known names, finite numbers, sizes >= 1."""
+    import inspect
+
+    from models import datasets
+
+    if name not in datasets.BUILDERS:
+        return params
+    sig = inspect.signature(datasets.BUILDERS[name])
+    known = [k for k in sig.parameters if k != "seed"]
+    for k, v in params.items():
+        key = f"dataset.params.{k}"
+        if k not in known:
+            raise ConfigError(
+                f"unknown key {key}: dataset {name} takes {', '.join(known) or 'no parameters'}"
+            )
+        kind = sig.parameters[k].annotation
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ConfigError(f"{key} must be a number, got {v!r}")
+        if not math.isfinite(v):
+            raise ConfigError(f"{key} must be finite, got {v}")
+        if kind in (int, "int") and v != int(v):
+            raise ConfigError(f"{key} must be an integer, got {v}")
+        low = {"classes": 2}.get(k, 1) if kind in (int, "int") else 0
+        if v < low:
+            raise ConfigError(f"{key} must be >= {low}, got {v}")
+        if k == "test_fraction" and not 0 < v < 1:
+            raise ConfigError(f"{key} must be between 0 and 1, got {v}")
+    return {k: int(v) if sig.parameters[k].annotation in (int, "int") else v
+            for k, v in params.items()}  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------- traces
+
+
+def trace_file(path: str | Path, key: str = "topology.trace_path") -> Path:
+    """``jobs.csv`` of a run, given its directory or any file in it."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"trace not found: {_where(p, key)}")
+    if p.is_dir():
+        p = p / "jobs.csv"
+    elif p.name != "jobs.csv":
+        p = p.with_name("jobs.csv")
+    if not p.exists():
+        raise ConfigError(
+            f"no jobs.csv at {_where(p, key)}: give the directory of an engine=rpc run"
+        )
+    return p
+
+
+def _number(row: dict, col: str, where: str, line: int, empty_ok: bool = False) -> float | None:
+    text = (row.get(col) or "").strip()
+    if not text and empty_ok:
+        return None
+    try:
+        v = float(text)
+    except ValueError:
+        raise ConfigError(f"{where}, line {line}: {col} is not a number: {text!r}") from None
+    if not math.isfinite(v):
+        raise ConfigError(f"{where}, line {line}: {col} is not finite: {text!r}")
+    if v < 0:
+        raise ConfigError(f"{where}, line {line}: {col} is negative: {text!r}")
+    return v
+
+
+def check_trace(path: str | Path, key: str = "topology.trace_path") -> Path:
+    """Check a run's ``jobs.csv`` row by row (columns, numbers, times, numbering)."""
+    p = trace_file(path, key)
+    _check_file(p, key, "trace")
+    where = _where(p, key)
+    seqs: dict[int, list[int]] = {}
+    try:
+        with open(p, newline="") as f:
+            reader = csv.DictReader(f)
+            if tuple(reader.fieldnames or ()) != JOB_COLUMNS:
+                raise ConfigError(
+                    f"{where} is not a jobs.csv: columns {','.join(reader.fieldnames or [])} "
+                    f"(expected {','.join(JOB_COLUMNS)})"
+                )
+            for line, r in enumerate(reader, start=2):
+                if None in r or any(r[c] is None for c in JOB_COLUMNS):
+                    raise ConfigError(f"{where}, line {line}: expected {len(JOB_COLUMNS)} fields")
+                nums = {c: _number(r, c, where, line) for c in ("worker", "seq", "version")}
+                for c in ("worker", "seq", "version"):
+                    if nums[c] != int(nums[c]):
+                        raise ConfigError(f"{where}, line {line}: {c} is not an integer")
+                start = _number(r, "start", where, line)
+                end = _number(r, "end", where, line, empty_ok=True)
+                _number(r, "compute_s", where, line, empty_ok=True)
+                status = r["status"].strip()
+                if status not in JOB_STATUSES:
+                    raise ConfigError(
+                        f"{where}, line {line}: status {status!r} is not one of "
+                        f"{', '.join(JOB_STATUSES)}"
+                    )
+                if status == "arrived" and end is None:
+                    raise ConfigError(f"{where}, line {line}: an arrived job needs its end time")
+                if end is not None and end < start:
+                    raise ConfigError(f"{where}, line {line}: end {end} is before start {start}")
+                seqs.setdefault(int(nums["worker"]), []).append(int(nums["seq"]))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where} is not a text file") from None
+    if not seqs:
+        raise ConfigError(f"{where} holds no jobs")
+    for w, s in sorted(seqs.items()):
+        if sorted(s) != list(range(len(s))):
+            raise ConfigError(f"{where}: worker {w}'s jobs are not numbered 0, 1, 2, ...")
+    return p

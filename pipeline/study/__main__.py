@@ -1,0 +1,3 @@
+from pipeline.study import main
+
+main()
