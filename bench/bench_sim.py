@@ -29,9 +29,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.compose.build import build_experiment  # noqa: E402
+from pipeline.core.records import RunRecorder  # noqa: E402
 from pipeline.engines.base import RunControl  # noqa: E402
 from pipeline.engines.sim import SimEngine  # noqa: E402
-from pipeline.core.records import RunRecorder  # noqa: E402
 
 METHODS = {
     "asgd": ["optimizer=asgd"],

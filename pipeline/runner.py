@@ -11,11 +11,11 @@ import torch
 
 from pipeline import RunError, tracking
 from pipeline.compose.build import Experiment, build_experiment
-from pipeline.engines import TIME_KINDS, RunControl, RunResult, engine_class
-from pipeline.engines.base import BY_FAILURE, BY_SIGNAL
 from pipeline.core.progress import progress_enabled
 from pipeline.core.records import RunRecorder, read_history, write_summary
 from pipeline.core.theory import predict
+from pipeline.engines import TIME_KINDS, RunControl, RunResult, engine_class
+from pipeline.engines.base import BY_FAILURE, BY_SIGNAL
 from pipeline.tracking import NullTracker
 
 log = logging.getLogger(__name__)

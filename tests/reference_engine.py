@@ -6,9 +6,9 @@ from __future__ import annotations
 import math
 from heapq import heappop, heappush
 
+from pipeline.core.server import ParameterServer
 from pipeline.engines.base import BY_EXHAUSTION, BY_GRADIENTS, BY_TIME, RunControl, RunResult
 from pipeline.engines.dispatch import Dispatcher
-from pipeline.core.server import ParameterServer
 
 
 class EventLoopEngine:

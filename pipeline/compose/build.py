@@ -18,10 +18,10 @@ from models import datasets
 from models.objectives import CNN, MLP, LogReg, NoisyQuadratic, Objective, Quadratic
 from pipeline import CONF_DIR, PROJECT_ROOT, ConfigError
 from pipeline.compose import resources
-from pipeline.compose.schema import resolve_lr, validate
 from pipeline.compose.constants import exact_constants
-from pipeline.core.evaluation import Evaluator
 from pipeline.compose.inputs import check_builder_params, check_trace, inspect_npz, load_data
+from pipeline.compose.schema import resolve_lr, validate
+from pipeline.core.evaluation import Evaluator
 from pipeline.core.methods import ServerRule, build_rule
 from pipeline.core.splits import class_counts, split_rows
 from pipeline.core.theory import optimal_batch

@@ -438,10 +438,10 @@ def _one_of(value: Any, choices: tuple | list, key: str) -> None:
 def validate(cfg: Any) -> None:
     """Checks that need no data; raise ConfigError with a one-line message."""
     from models.objectives import OBJECTIVES
-    from pipeline.engines import ENGINES
     from pipeline.core.methods import METHODS
     from pipeline.core.splits import SPLITS
     from pipeline.core.topology import MODELS, NOISES
+    from pipeline.engines import ENGINES
 
     opt, top, bud, eng = cfg.optimizer, cfg.topology, cfg.budget, cfg.engine
     for group, names in (

@@ -3,8 +3,8 @@
 An engine adds only its clock and its transport. It tells the :class:`Dispatcher` that worker w's
 running job finished (:meth:`Dispatcher.arrive`); the dispatcher asks the rule, has the gradient
 applied (through the engine's ``apply``), then carries out the rest of the decision in the order
-of :mod:`pipeline.core.methods.base`: cancellations, then assignments (a job for a busy worker waits in
-that worker's FIFO queue). Starting and cancelling a job on a worker are the engine's
+of :mod:`pipeline.core.methods.base`: cancellations, then assignments (a job for a busy worker
+waits in that worker's FIFO queue). Starting and cancelling a job on a worker are the engine's
 (``start_job``, ``cancel_job``): a heap entry on a simulated clock, or a message to a process.
 
 Every arrival becomes an event row ``(worker, version, delay, weight, step, time)``.

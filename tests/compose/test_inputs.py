@@ -14,9 +14,9 @@ import pytest
 
 from pipeline import ConfigError
 from pipeline.compose.build import build_experiment, existing_data
-from pipeline.compose.schema import SCHEMAS, Config, numeric_fields
 from pipeline.compose.inputs import JOB_COLUMNS, inspect_npz
 from pipeline.compose.resources import GiB, check, estimate, model_size
+from pipeline.compose.schema import SCHEMAS, Config, numeric_fields
 from pipeline.runner import run_experiment
 from pipeline.train import preflight
 from tests.conftest import compose_cfg, run_cli

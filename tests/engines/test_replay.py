@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from pipeline.compose.build import build_experiment
+from pipeline.core.records import RunRecorder, read_events, read_history
 from pipeline.engines.base import RunControl
 from pipeline.engines.sim import SimEngine
-from pipeline.core.records import RunRecorder, read_events, read_history
 from tests.conftest import compose_cfg
 from tests.reference_engine import EventLoopEngine
 

@@ -279,9 +279,9 @@ def test_memory_holds_only_referenced_iterates(small_data, tmp_path, batch):
     """Between chunks the engine keeps only the iterates of jobs in flight or queued, never one
     per update; the rows of a chunk are written and dropped."""
     from pipeline.compose.build import build_experiment
+    from pipeline.core.records import RunRecorder
     from pipeline.engines.base import RunControl
     from pipeline.engines.sim import SimEngine
-    from pipeline.core.records import RunRecorder
 
     cfg = compose_cfg(
         "optimizer=asgd_random", "topology=sqrt", "topology.n_workers=8", f"batch_size={batch}",

@@ -37,7 +37,8 @@ import torch.distributed.rpc as rpc
 from omegaconf import OmegaConf
 
 from pipeline import PROJECT_ROOT, RunError
-from pipeline.engines.rpc import worker as wk
+from pipeline.core.server import ParameterServer
+from pipeline.core.trace import JOB_COLUMNS
 from pipeline.engines.base import (
     BY_EXHAUSTION,
     BY_FAILURE,
@@ -47,8 +48,7 @@ from pipeline.engines.base import (
     RunResult,
 )
 from pipeline.engines.dispatch import Dispatcher
-from pipeline.core.server import ParameterServer
-from pipeline.core.trace import JOB_COLUMNS
+from pipeline.engines.rpc import worker as wk
 
 _SERVER: RpcEngine | None = None  # the engine this process serves, for the functions below
 
