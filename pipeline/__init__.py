@@ -4,6 +4,8 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = PROJECT_ROOT / "conf"
+#: the MLflow experiment every run, sweep and study stage logs to unless tracking.experiment is set
+EXPERIMENT = "async-sgd"
 
 
 class ConfigError(ValueError):

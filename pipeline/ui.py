@@ -17,6 +17,7 @@ import argparse
 import os
 import sys
 
+from pipeline import EXPERIMENT
 from pipeline.tracking import UI_QUERY, resolve_uri, sqlite_path
 
 HOST = "127.0.0.1"
@@ -42,7 +43,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--print-only", action="store_true", help="print the store and the command; start nothing"
     )
     a = p.parse_args(argv)
-    a.uri, a.experiment = None, "async-sgd"
+    a.uri, a.experiment = None, EXPERIMENT
     for o in a.overrides:
         key, sep, value = o.partition("=")
         if not sep or key.lstrip("+") not in ("tracking.uri", "tracking.experiment"):

@@ -21,6 +21,7 @@ from pipeline.compose import resources
 from pipeline.compose.constants import exact_constants
 from pipeline.compose.inputs import check_builder_params, check_trace, inspect_npz, load_data
 from pipeline.compose.schema import resolve_lr, validate
+from pipeline.core.devices import resolve_device
 from pipeline.core.evaluation import Evaluator
 from pipeline.core.methods import ServerRule, build_rule
 from pipeline.core.splits import class_counts, split_rows
@@ -30,7 +31,6 @@ from pipeline.core.topology import JobTimes, mean_times
 DATA_DIR = PROJECT_ROOT / "data"  # the data step's (DVC's) folder: pipeline.data writes here
 DATA_DIR_ENV = "ASGD_DATA_DIR"  # where default data files are read and built instead (tests)
 SYNTHETIC_OBJECTIVES = {"noisy_quadratic": NoisyQuadratic}
-CLASSIFIERS = ("logreg", "mlp", "cnn")
 
 
 def stream(seed: int, purpose: int, worker: int = 0) -> np.random.Generator:
@@ -97,24 +97,6 @@ def dataset_path(cfg: Any) -> Path | None:
         params = check_builder_params(ds.name, dict(ds.params or {}))
         datasets.build(ds.name, path, seed=ds.seed, **params)
     return path
-
-
-def resolve_device(name: str, key: str = "objective.device") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise ConfigError(f"{key} must be cpu, cuda, cuda:N or auto, got {name!r}") from None
-    if dev.type not in ("cpu", "cuda"):
-        raise ConfigError(f"{key} must be cpu, cuda, cuda:N or auto, got {name!r}")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} asked for, but CUDA is not available here ({key})")
-    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
-        raise ConfigError(
-            f"{key}={name}: this machine has {torch.cuda.device_count()} CUDA device(s)"
-        )
-    return dev
 
 
 def build_objective(cfg: Any, path: Path | None, device: torch.device | None = None) -> Objective:

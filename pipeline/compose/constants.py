@@ -16,12 +16,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from pipeline.core.npz import file_digest
+
 VERSION = 1
 
 
 def _key(objective: Any, path: Path, batch_size: int | None) -> str:
-    from pipeline.tracking import file_digest
-
     settings = {
         "version": VERSION,
         "data": file_digest(path),

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import ConfigError
+from pipeline.core.npz import NPY, npz_headers
 from pipeline.core.trace import JOB_COLUMNS, JOB_STATUSES
 
 #: objectives that need integer class labels; ``quadratic`` needs real-valued targets
@@ -87,26 +88,15 @@ def inspect_npz(path: str | Path, key: str = "dataset.path") -> DataShape:
     shape = DataShape(path)
     try:
         with zipfile.ZipFile(path) as zf:
-            members = [i for i in zf.infolist() if not i.is_dir()]
-            npy = [i for i in members if i.filename.endswith(".npy")]
-            if not npy:
-                names = ", ".join(i.filename for i in members[:5]) or "nothing"
-                raise ConfigError(f"{where} is a zip archive but not an .npz (it holds {names})")
-            for info in npy:
-                with zf.open(info) as f:
-                    try:
-                        version = np.lib.format.read_magic(f)
-                        read = (
-                            np.lib.format.read_array_header_1_0
-                            if version == (1, 0)
-                            else np.lib.format.read_array_header_2_0
-                        )
-                        dims, _, dtype = read(f)
-                    except (ValueError, OSError) as e:
-                        raise ConfigError(
-                            f"{where}: {info.filename} is not a numpy array ({e})"
-                        ) from None
-                shape.arrays[info.filename[: -len(".npy")]] = (tuple(dims), np.dtype(dtype))
+            members = [i.filename for i in zf.infolist() if not i.is_dir()]
+        if not any(m.endswith(NPY) for m in members):
+            names = ", ".join(members[:5]) or "nothing"
+            raise ConfigError(f"{where} is a zip archive but not an .npz (it holds {names})")
+        shape.arrays.update(npz_headers(path))
+    except ValueError as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"{where}: {e}") from None
     except (zipfile.BadZipFile, OSError, EOFError) as e:
         raise ConfigError(f"{where} is not a readable .npz file: {e}") from None
     _check_shapes(shape, where)

@@ -23,7 +23,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from pipeline import ConfigError
+from pipeline import EXPERIMENT, ConfigError
 
 #: seeds are 32-bit: scikit-learn's and numpy's legacy generators take no more
 SEED_MAX = 2**32 - 1
@@ -252,7 +252,7 @@ class RpcEngineConfig(EngineConfig):
 class TrackingConfig:
     enabled: bool = True
     uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlflow.db
-    experiment: str = "async-sgd"
+    experiment: str = EXPERIMENT
     artifacts: bool = True
     sweep_name: str | None = None  # name of a multirun's parent run (default: sweep <dir>)
 

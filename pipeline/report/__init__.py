@@ -30,10 +30,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from pipeline import PROJECT_ROOT  # noqa: E402
+from pipeline import EXPERIMENT, PROJECT_ROOT  # noqa: E402
 from pipeline.core.records import read_history  # noqa: E402
+from pipeline.core.runs import job_dirs, label_of  # noqa: E402
 from pipeline.report.stats import Estimate, band, mean_interval, ratio_interval  # noqa: E402
-from pipeline.study import label_of  # noqa: E402
 
 ASYNC = "asgd"
 MB = "minibatch"
@@ -48,14 +48,9 @@ README_END = "<!-- answer:end -->"
 
 def load_runs(root: Path) -> list[dict]:
     runs = []
-
-    def order(p: Path) -> tuple:
-        name = p.parent.name
-        return (not name.isdigit(), int(name) if name.isdigit() else 0, name)
-
-    for summary in sorted(root.glob("*/summary.json"), key=order):
-        s = json.loads(summary.read_text())
-        s["dir"] = summary.parent
+    for job in job_dirs(root):
+        s = json.loads((job / "summary.json").read_text())
+        s["dir"] = job
         runs.append(s)
     return runs
 
@@ -1156,7 +1151,7 @@ def log_to_mlflow(results: Path, report: dict) -> None:
     from pipeline.tracking import client_for, ensure_experiment
 
     client = client_for(None)
-    exp = ensure_experiment(client, "async-sgd")
+    exp = ensure_experiment(client, EXPERIMENT)
     run = client.create_run(
         exp, run_name=f"report ({report['metrics'].get('profile')})", tags={"stage": "report"}
     )

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -46,6 +45,7 @@ from typing import Any
 import yaml
 
 from pipeline import PROJECT_ROOT
+from pipeline.core.runs import BASE_GROUP, job_dirs, label_of, rank_key
 
 RESULTS = PROJECT_ROOT / "results"
 PARAMS = PROJECT_ROOT / "params.yaml"
@@ -60,7 +60,6 @@ VARIANTS: dict[str, list[str]] = {
     ],
     "ringmaster_n": ["optimizer=ringmaster", "optimizer.threshold=${topology.n_workers}"],
 }
-BASE = "base"  # the group of plain methods (one multirun over optimizer=a,b,...)
 
 
 class StudyError(RuntimeError):
@@ -134,12 +133,8 @@ def multirun(
 
 
 def collect(sweep_dir: Path) -> list[dict]:
-    jobs = sorted(
-        (p for p in sweep_dir.iterdir() if (p / "summary.json").exists()),
-        key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name),
-    )
     out = []
-    for job in jobs:
+    for job in job_dirs(sweep_dir):
         summary = json.loads((job / "summary.json").read_text())
         cfg_file = job / ".hydra" / "config.yaml"
         if cfg_file.exists():
@@ -151,11 +146,6 @@ def collect(sweep_dir: Path) -> list[dict]:
     return out
 
 
-def label_of(group: str, summary: dict) -> str:
-    """A run's label in tables: its method in the base group, else the variant's name."""
-    return summary["method"] if group == BASE else group
-
-
 # ---------------------------------------------------------------------------- selection
 
 
@@ -164,9 +154,7 @@ def _score(s: dict) -> tuple:
     final = s.get("final_suboptimality")
     if final is None:
         final = s.get("final_loss")
-    final = final if final is not None and math.isfinite(final) else math.inf
-    ttt = s.get("time_to_target")
-    return (ttt is None, ttt if ttt is not None else math.inf, final)
+    return rank_key(s["status"] == "finished", s.get("time_to_target"), final)
 
 
 def select(runs: list[dict], key: str = "method") -> dict[str, dict | None]:
@@ -229,14 +217,14 @@ class Group:
     extra: list[str] | None = None  # a plain method with overrides of its own (its own group)
 
     def overrides(self, labels: list[str] | None = None) -> list[str]:
-        if self.name == BASE:
+        if self.name == BASE_GROUP:
             return [f"optimizer={','.join(labels or self.labels)}"]
         if self.extra is not None:
             return [f"optimizer={self.name}", *self.extra]
         return list(VARIANTS[self.name])
 
     def method(self, label: str) -> str:
-        if self.name == BASE or self.extra is not None:
+        if self.name == BASE_GROUP or self.extra is not None:
             return label
         return next(o.split("=", 1)[1] for o in VARIANTS[self.name] if o.startswith("optimizer="))
 
@@ -255,7 +243,7 @@ def make_groups(
         raise StudyError(f"params.yaml: unknown variant {unknown[0]!r}; have {sorted(VARIANTS)}")
     own = method_overrides or {}
     plain = [m for m in methods if m not in own]
-    groups = [Group(BASE, plain, list(cells))] if plain else []
+    groups = [Group(BASE_GROUP, plain, list(cells))] if plain else []
     groups += [Group(m, [m], list(cells), list(own[m])) for m in methods if m in own]
     vc = [c for c in (variant_cells if variant_cells is not None else cells) if c in cells]
     groups += [Group(v, [v], vc) for v in variants]

@@ -35,7 +35,6 @@ import os
 import random
 import tempfile
 import time
-import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,7 +42,9 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
-from pipeline import PROJECT_ROOT
+from pipeline import EXPERIMENT, PROJECT_ROOT
+from pipeline.core.npz import file_digest, npz_headers
+from pipeline.core.runs import rank_key
 
 log = logging.getLogger(__name__)
 
@@ -268,44 +269,6 @@ def split_summary(summary: Mapping, logged_params: Mapping) -> tuple[dict, dict,
 # ---------------------------------------------------------------------------- datasets
 
 
-def _npz_arrays(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
-    """Shape and dtype of each array in an ``.npz``, read from the headers (no data loaded)."""
-    import numpy as np
-
-    out = {}
-    with zipfile.ZipFile(path) as zf:
-        for info in zf.infolist():
-            if not info.filename.endswith(".npy"):
-                continue
-            with zf.open(info) as f:
-                version = np.lib.format.read_magic(f)
-                if version == (1, 0):
-                    shape, _, dtype = np.lib.format.read_array_header_1_0(f)
-                elif version == (2, 0):
-                    shape, _, dtype = np.lib.format.read_array_header_2_0(f)
-                else:  # rare header versions: load the array
-                    a = np.load(path)[info.filename[:-4]]
-                    shape, dtype = a.shape, a.dtype
-            out[info.filename[:-4]] = (tuple(int(s) for s in shape), str(dtype))
-    return out
-
-
-_DIGESTS: dict[tuple, str] = {}
-
-
-def file_digest(path: Path) -> str:
-    """First 16 hex digits of the file's sha256 (cached per path, size and mtime)."""
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _DIGESTS:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        _DIGESTS[key] = h.hexdigest()[:16]
-    return _DIGESTS[key]
-
-
 def _tensor_schema(features, targets) -> str:
     import numpy as np
     from mlflow.data.schema import TensorDatasetSchema
@@ -337,7 +300,7 @@ def dataset_inputs(cfg: Any, data_path: Path | None) -> list:
                          profile=json.dumps({"generated": True, **oc}, default=str))  # fmt: skip
         return [DatasetInput(entity, [InputTag("mlflow.data.context", "train"), *split_tags])]
     path = Path(data_path).resolve()
-    arrays = _npz_arrays(path)
+    arrays = npz_headers(path)
     digest = file_digest(path)
     source = json.dumps({"uri": str(path)})
     inputs = []
@@ -541,7 +504,7 @@ def log_selection(
     artifact: Path | None = None,
     profile: str | None = None,
     uri: str | None = None,
-    experiment: str = "async-sgd",
+    experiment: str = EXPERIMENT,
 ) -> str:
     """A study stage's selection as one finished MLflow run (returns its id): named
     ``<stage> selection (<profile>)``, tags ``sweep=selection``, ``stage`` and ``profile``, the
@@ -619,9 +582,7 @@ def sweep_comparison(client, parent_id: str, children: list, outdir: Path) -> li
 
     def rank(row):
         final = next((v for k, v in row.items() if k.startswith("final_")), None)
-        ttt = row["time_to_target"]
-        return (row["status"] != "FINISHED", ttt is None, ttt or 0.0,
-                final if final is not None else math.inf)  # fmt: skip
+        return rank_key(row["status"] == "FINISHED", row["time_to_target"], final)
 
     rows.sort(key=rank)
     outdir.mkdir(parents=True, exist_ok=True)

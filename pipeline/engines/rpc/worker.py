@@ -36,6 +36,8 @@ import torch
 import torch.distributed as dist
 import torch.distributed.rpc as rpc
 
+from pipeline.core.devices import resolve_device
+
 # torch's RPC start-up calls a deprecated gloo API of its own
 warnings.filterwarnings("ignore", message="You are using a Backend", category=UserWarning)
 
@@ -283,18 +285,6 @@ def build_worker(cfg, w: int, device: torch.device):
     return objective, sampler
 
 
-def worker_device(kind: str, w: int) -> torch.device:
-    if kind == "auto":
-        kind = "cuda" if torch.cuda.is_available() else "cpu"
-    if kind.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise RuntimeError("engine.device=cuda, but CUDA is not available on this worker")
-        if ":" in kind:
-            return torch.device(kind)
-        return torch.device(f"cuda:{w % torch.cuda.device_count()}")
-    return torch.device("cpu")
-
-
 def serve(rank: int, world_size: int, url: str, start_timeout: float, parent: int | None) -> int:
     """A worker's life: fetch the config, build, report ready, join the RPC group, serve until
     told to stop (or until the server is gone)."""
@@ -313,7 +303,7 @@ def serve(rank: int, world_size: int, url: str, start_timeout: float, parent: in
     try:
         cfg = OmegaConf.create(fetch_config(store))
         torch.set_num_threads(int(cfg.engine.worker_threads))
-        device = worker_device(cfg.engine.device, w)
+        device = resolve_device(cfg.engine.device, "engine.device", worker=w)
         objective, sampler = build_worker(cfg, w, device)
     except Exception as e:
         report(store, rank, "failed", "".join(traceback.format_exception_only(type(e), e)).strip())
