@@ -25,17 +25,13 @@ from pipeline.core.devices import resolve_device
 from pipeline.core.evaluation import Evaluator
 from pipeline.core.methods import ServerRule, build_rule
 from pipeline.core.splits import class_counts, split_rows
+from pipeline.core.streams import SAMPLES, stream
 from pipeline.core.theory import optimal_batch
 from pipeline.core.topology import JobTimes, mean_times
 
 DATA_DIR = PROJECT_ROOT / "data"  # the data step's (DVC's) folder: pipeline.data writes here
 DATA_DIR_ENV = "ASGD_DATA_DIR"  # where default data files are read and built instead (tests)
 SYNTHETIC_OBJECTIVES = {"noisy_quadratic": NoisyQuadratic}
-
-
-def stream(seed: int, purpose: int, worker: int = 0) -> np.random.Generator:
-    """The seeded generator for one purpose (1 times, 2 samples, 7 the rule) and worker."""
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(purpose, worker)))
 
 
 def data_dir() -> Path:
@@ -187,6 +183,21 @@ def rule_options(cfg: Any, constants: dict | None) -> dict:
     return options
 
 
+#: what a worker process of engine=rpc calls to build its part, as "module:function": the worker
+#: imports it by name, so the engines never import this package
+WORKER_BUILDER = "pipeline.compose.build:build_worker"
+
+
+def build_worker(cfg: Any, w: int) -> tuple[Objective, Any, torch.device]:
+    """Only what worker ``w`` of a real run needs: the objective on the worker's device, its
+    shard's sampler (the same stream as the event engine's worker ``w``) and the device."""
+    device = resolve_device(cfg.engine.device, "engine.device", worker=w)
+    objective = build_objective(cfg, dataset_path(cfg), device=device)
+    rows = worker_rows(cfg, objective, cfg.topology.n_workers)[w]
+    sampler = objective.sampler(rows, cfg.batch_size, stream(cfg.seed, SAMPLES, w), worker=w)
+    return objective, sampler, device
+
+
 @dataclass
 class Experiment:
     """Everything a run needs, built and checked before any work starts."""
@@ -201,6 +212,7 @@ class Experiment:
     lr: float
     eval_every: int
     constants: dict | None = None  # the theory's L, Delta, sigma^2 where exact
+    worker_builder: str = WORKER_BUILDER  # engine=rpc: what each worker process calls
 
     def class_counts(self) -> list[list[int]] | None:
         if not getattr(self.objective, "classification", False):
@@ -214,7 +226,7 @@ class Experiment:
     def samplers(self) -> list:
         bs = self.cfg.batch_size
         return [
-            self.objective.sampler(rows, bs, stream(self.cfg.seed, 2, w), worker=w)
+            self.objective.sampler(rows, bs, stream(self.cfg.seed, SAMPLES, w), worker=w)
             for w, rows in enumerate(self.rows)
         ]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline import ConfigError
+from pipeline.core.streams import SPLIT, stream
 
 SPLITS = ("none", "iid", "label_sorted", "dirichlet")
 
@@ -25,7 +26,7 @@ def split_rows(
     if kind == "none":
         return [None] * n_workers
     n = len(y)
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(3,)))
+    rng = stream(seed, SPLIT)
     if kind in ("iid", "label_sorted") and n < n_workers:
         raise ConfigError(
             f"dataset.split={kind} leaves workers without data: {n} rows for {n_workers} workers"

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from pipeline.core.streams import TIMES, stream
+
 MODELS = ("homogeneous", "linear", "sqrt", "straggler", "two_class", "custom", "native", "trace")
 NOISES = ("none", "exponential", "gamma", "halfnormal")
 
@@ -107,7 +109,7 @@ class JobTimes:
     def _refill(self, worker: int) -> list[float]:
         rng = self._rngs[worker]
         if rng is None:
-            rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(1, worker)))
+            rng = stream(self.seed, TIMES, worker)
             self._rngs[worker] = rng
         tau = self._tau_list[worker]
         if self.noise == "exponential":

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
-
 from pipeline.core.methods.asgd import AsyncSGD
 from pipeline.core.methods.base import Decision, ServerRule
 from pipeline.core.methods.minibatch import MinibatchSGD
 from pipeline.core.methods.random_assignment import RandomAssignmentASGD
 from pipeline.core.methods.rennala import RennalaSGD
 from pipeline.core.methods.ringmaster import RingmasterASGD
+from pipeline.core.streams import RULE, stream
 
 __all__ = [
     "METHODS",
@@ -49,5 +48,5 @@ def build_rule(
     """Build the server rule ``method`` for ``n_workers`` workers and base stepsize ``lr``."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(7,)))
+    rng = stream(seed, RULE)
     return METHODS[method](n_workers, lr, dict(options or {}), rng)

@@ -36,8 +36,6 @@ import torch
 import torch.distributed as dist
 import torch.distributed.rpc as rpc
 
-from pipeline.core.devices import resolve_device
-
 # torch's RPC start-up calls a deprecated gloo API of its own
 warnings.filterwarnings("ignore", message="You are using a Backend", category=UserWarning)
 
@@ -275,14 +273,12 @@ def stop() -> None:
 
 
 # ----------------------------------------------------------------------------- worker process
-def build_worker(cfg, w: int, device: torch.device):
-    """Only what worker w needs: the objective on its device, its shard, its sampler."""
-    from pipeline.compose.build import build_objective, dataset_path, stream, worker_rows
+def build_worker(cfg, w: int):
+    """Only what worker w needs (the objective on its device, its shard's sampler, the device),
+    built by the function the composed experiment names (``Experiment.worker_builder``)."""
+    from pipeline.compose.build import build_worker as builder
 
-    objective = build_objective(cfg, dataset_path(cfg), device=device)
-    rows = worker_rows(cfg, objective, cfg.topology.n_workers)[w]
-    sampler = objective.sampler(rows, cfg.batch_size, stream(cfg.seed, 2, w), worker=w)
-    return objective, sampler
+    return builder(cfg, w)
 
 
 def serve(rank: int, world_size: int, url: str, start_timeout: float, parent: int | None) -> int:
@@ -303,8 +299,7 @@ def serve(rank: int, world_size: int, url: str, start_timeout: float, parent: in
     try:
         cfg = OmegaConf.create(fetch_config(store))
         torch.set_num_threads(int(cfg.engine.worker_threads))
-        device = resolve_device(cfg.engine.device, "engine.device", worker=w)
-        objective, sampler = build_worker(cfg, w, device)
+        objective, sampler, device = build_worker(cfg, w)
     except Exception as e:
         report(store, rank, "failed", "".join(traceback.format_exception_only(type(e), e)).strip())
         return 1
