@@ -76,7 +76,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--seconds", type=float, default=10)
     a = p.parse_args()
-    from pipeline.compose.build import DATA_DIR
+    from pipeline.compose.datafiles import DATA_DIR
 
     os.environ["BARE_DATA"] = str(DATA_DIR / "lstsq_paper.npz")
     with socket.socket() as s:

@@ -1,4 +1,5 @@
-"""The data step: build datasets into ``data/<name>.npz`` from their configs in conf/dataset/.
+"""The data step: build datasets into ``data/<name>.npz`` (``$ASGD_DATA_DIR/<name>.npz`` when
+that is set, as every run reads them) from their configs in conf/dataset/.
 
 python -m pipeline.data lstsq_paper digits     # or --all
 """
@@ -9,7 +10,8 @@ import argparse
 import sys
 
 from models import datasets
-from pipeline import CONF_DIR, PROJECT_ROOT
+from pipeline import CONF_DIR
+from pipeline.compose.datafiles import default_data_file
 from pipeline.compose.schema import register
 
 
@@ -19,7 +21,7 @@ def build_named(name: str, force: bool = True):
     register()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         cfg = compose(config_name="config", overrides=["~experiment", f"dataset={name}"])
-    path = PROJECT_ROOT / "data" / f"{name}.npz"
+    path = default_data_file(cfg.dataset)
     if force or not path.exists():
         datasets.build(name, path, seed=cfg.dataset.seed, **dict(cfg.dataset.params or {}))
     return path

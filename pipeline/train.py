@@ -1,9 +1,9 @@
 """Entry point: ``python -m pipeline.train [overrides]`` (add ``-m`` for a multirun sweep).
 
-Before Hydra starts any job, every job's configuration is composed and checked (a preflight):
-an unknown option, a typo, a wrong type or a bad value is reported as one line on stderr with
-exit code 2, and nothing runs. The default data file is built here too, once, before parallel
-jobs could race for it.
+Before Hydra starts any job, every job's configuration is composed and checked
+(:mod:`pipeline.compose.preflight`): an unknown option, a typo, a wrong type or a bad value is
+reported as one line on stderr with exit code 2, and nothing runs. The default data file is built
+there too, once, before parallel jobs could race for it.
 """
 
 from __future__ import annotations
@@ -15,144 +15,17 @@ import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 # quiet torch's C++ warnings (e.g. TensorPipe's "eof" when a worker leaves); set before torch loads
 os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
 
 from pipeline import CONF_DIR, ConfigError, RunError, Terminated  # noqa: E402
+from pipeline.compose.preflight import preflight
 from pipeline.compose.schema import register
 
 register()
 log = logging.getLogger("pipeline.train")
-MAX_PREFLIGHT_JOBS = 512
-FREE_DICTS = ("lr_table", "dataset.params")  # mappings whose keys the user chooses
-_ABSENT = object()
-
-
-def _one_line(e: BaseException) -> str:
-    from hydra.errors import MissingConfigException
-
-    if isinstance(e, MissingConfigException) and e.options:
-        head = str(e).strip().splitlines()[0]
-        options = sorted(o for o in e.options if not o.startswith("schema_"))  # typed bases
-        return f"{head}; available: {', '.join(options)}"
-    parts = []
-    while e is not None:
-        text = " ".join(str(e).split())
-        if text and text not in parts:
-            parts.append(text)
-        e = e.__cause__ or (e.__context__ if not e.__suppress_context__ else None)
-    return ": ".join(parts) or "invalid configuration"
-
-
-def _job_overrides(argv: list[str]) -> tuple[list[list[str]], str]:
-    """Split command-line overrides into one list per job, the way Hydra's basic sweeper does."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    config_name = "config"
-    args: list[str] = []
-    it = iter(argv)
-    for a in it:
-        if a in ("-cn", "--config-name"):
-            config_name = next(it, config_name)
-        elif a.startswith("--config-name="):
-            config_name = a.split("=", 1)[1]
-        elif a in ("-cp", "--config-path", "-cd", "--config-dir"):
-            next(it, None)
-        elif a.startswith("-"):
-            continue
-        elif not (a.startswith("hydra.") or a.startswith("hydra/") or a.startswith("+hydra")):
-            args.append(a)
-    parsed = OverridesParser.create().parse_overrides(args)
-    return BasicSweeper.split_arguments(parsed, None)[0], config_name
-
-
-def _compose_error(e: BaseException, overrides: list[str], config_name: str) -> ConfigError:
-    """One line for a failed composition; an unknown key names the closest valid one."""
-    import re
-
-    from hydra import compose
-
-    from pipeline.compose.schema import unknown_key_message
-
-    text = _one_line(e)
-    m = re.search(r"Could not override '([^']+)'", text) or re.search(
-        r"Key '([^']+)' (?:is )?not in", text
-    )
-    if m and ("not in" in text or "No match in config" in text):
-        key = m.group(1)
-        groups_only = [o for o in overrides if "=" in o and "." not in o.split("=", 1)[0]]
-        try:
-            base = compose(config_name=config_name, overrides=groups_only)
-        except Exception:
-            base = None
-        return ConfigError(unknown_key_message(key.lstrip("+~"), base))
-    m = re.search(r"An item is already at '([^']+)'", text)
-    if m:
-        return ConfigError(f"{m.group(1)} exists: set it with {m.group(1)}=..., without '+'")
-    m = re.search(r"Error merging override ([^=\s]+)=(.*?): (.*?)full_key", text + "full_key")
-    if m:  # a value of the wrong type: name the key, say what it takes
-        key, value, why = m.group(1).lstrip("+~"), m.group(2), m.group(3)
-        if "is not Optional" in why:
-            return ConfigError(f"{key} must be set, got null")
-        kind = re.search(r"could not be converted to (\w+)|is not a valid (bool)", why)
-        if kind:
-            what = {"Integer": "an integer", "Float": "a number", "bool": "true or false"}
-            name = what.get(kind.group(1) or kind.group(2), kind.group(1))
-            if re.search(r"full_key: \S+\[\d+\]", text):  # an element of a list
-                name = "a list of " + {"an integer": "integers", "a number": "numbers"}.get(
-                    name, name
-                )
-            return ConfigError(f"{key} must be {name}, got {value}")
-    return ConfigError(_one_line(e))
-
-
-def _refuse_additions(overrides: list[str], config_name: str) -> None:
-    """``+key=value`` adds a key outside the schemas: refused, naming the closest valid key."""
-    from hydra import compose
-
-    from pipeline.compose.schema import unknown_key_message
-
-    for o in overrides:
-        if o.startswith("+") and "=" in o:
-            key = o.lstrip("+").split("=", 1)[0]
-            if key.rpartition(".")[0] in FREE_DICTS:
-                continue
-            plain = [x for x in overrides if not x.startswith("+")]
-            try:
-                base = compose(config_name=config_name, overrides=plain)
-            except Exception:
-                base = None
-            if base is not None and OmegaConf.select(base, key, default=_ABSENT) is not _ABSENT:
-                raise ConfigError(f"{key} exists: set it with {key}=..., without '+'")
-            raise ConfigError(unknown_key_message(key, base) + " (keys cannot be added with '+')")
-
-
-def preflight(argv: list[str]) -> int:
-    """Compose and check every job before any runs (config, input files, memory, data; see
-    :func:`pipeline.compose.build.check_job`); returns the number of jobs checked."""
-    from hydra import compose, initialize_config_dir
-
-    from pipeline.compose.build import check_job
-
-    try:
-        jobs, config_name = _job_overrides(argv)
-    except Exception as e:
-        raise ConfigError(f"cannot parse overrides: {_one_line(e)}") from None
-    cache: dict = {}  # data files the jobs share are read once
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        for overrides in jobs[:MAX_PREFLIGHT_JOBS]:
-            _refuse_additions(overrides, config_name)
-            try:
-                cfg = compose(config_name=config_name, overrides=overrides)
-            except Exception as e:
-                raise _compose_error(e, overrides, config_name) from None
-            check_job(cfg, cache)
-    return len(jobs)
-
-
 _FAILED_JOBS: list[str] = []
 
 

@@ -11,7 +11,7 @@ from hydra import compose, initialize_config_dir
 
 from models import datasets
 from pipeline import CONF_DIR, PROJECT_ROOT
-from pipeline.compose.build import DATA_DIR_ENV
+from pipeline.compose.datafiles import DATA_DIR_ENV
 
 # Hermetic: no test writes inside the repository. Default data files are built in a temporary
 # folder ($ASGD_DATA_DIR) and runs without a tracking.uri go to a temporary MLflow store

@@ -4,9 +4,6 @@ bad input is reported here as a one-line ConfigError."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,13 +11,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from models import datasets
 from models.objectives import CNN, MLP, LogReg, NoisyQuadratic, Objective, Quadratic
-from pipeline import CONF_DIR, PROJECT_ROOT, ConfigError
+from pipeline import ConfigError
 from pipeline.compose import resources
 from pipeline.compose.constants import exact_constants
-from pipeline.compose.inputs import check_builder_params, check_trace, inspect_npz, load_data
-from pipeline.compose.schema import resolve_lr, validate
+from pipeline.compose.datafiles import data_key, dataset_path, existing_data
+from pipeline.compose.inputs import check_builder_params, inspect_npz, load_data
+from pipeline.compose.validate import resolve_lr, validate
 from pipeline.core.devices import resolve_device
 from pipeline.core.evaluation import Evaluator
 from pipeline.core.methods import ServerRule, build_rule
@@ -29,70 +26,7 @@ from pipeline.core.streams import SAMPLES, stream
 from pipeline.core.theory import optimal_batch
 from pipeline.core.topology import JobTimes, mean_times
 
-DATA_DIR = PROJECT_ROOT / "data"  # the data step's (DVC's) folder: pipeline.data writes here
-DATA_DIR_ENV = "ASGD_DATA_DIR"  # where default data files are read and built instead (tests)
 SYNTHETIC_OBJECTIVES = {"noisy_quadratic": NoisyQuadratic}
-
-
-def data_dir() -> Path:
-    """The folder of default data files ``<name>.npz``: ``$ASGD_DATA_DIR`` when set (the test
-    suite points it at a temporary folder), else the project's ``data/``."""
-    override = os.environ.get(DATA_DIR_ENV)
-    return Path(override) if override else DATA_DIR
-
-
-def data_key(cfg: Any) -> str:
-    """How the user chose the data file, for messages: ``dataset.path`` or ``dataset=<name>``."""
-    return "dataset.path" if cfg.dataset.path else f"dataset={cfg.dataset.name}"
-
-
-def default_data_file(ds: Any) -> Path:
-    """``<name>.npz`` in :func:`data_dir` for the dataset's own config (conf/dataset/<name>.yaml,
-    what the data step builds); ``<name>-<digest>.npz`` when ``dataset.seed`` or
-    ``dataset.params`` differ from it, so a changed seed or size never reuses another file."""
-    from omegaconf import OmegaConf
-
-    conf = CONF_DIR / "dataset" / f"{ds.name}.yaml"
-    ref = OmegaConf.to_container(OmegaConf.load(conf)) if conf.exists() else {}
-    own = {"seed": ds.seed, "params": dict(ds.params or {})}
-    if own == {"seed": ref.get("seed", 0), "params": dict(ref.get("params") or {})}:
-        return data_dir() / f"{ds.name}.npz"
-    digest = hashlib.sha1(json.dumps(own, sort_keys=True).encode()).hexdigest()[:10]
-    return data_dir() / f"{ds.name}-{digest}.npz"
-
-
-def existing_data(cfg: Any) -> Path | None:
-    """The data file if it exists (or is given explicitly); None for no data or a default file
-    that is not built yet."""
-    ds = cfg.dataset
-    if ds.name == "none":
-        return None
-    if ds.path:
-        return Path(ds.path)
-    path = default_data_file(ds)
-    return path if path.exists() else None
-
-
-def dataset_path(cfg: Any) -> Path | None:
-    """The data file a run reads; built by the data step when it is the default and missing.
-    An explicit ``dataset.path`` that does not exist is an error."""
-    ds = cfg.dataset
-    if ds.name == "none":
-        return None
-    if ds.path:
-        path = Path(ds.path)
-        if not path.exists():
-            raise ConfigError(f"data file not found: {path} (dataset.path)")
-        return path
-    path = default_data_file(ds)
-    if not path.exists():
-        if ds.name not in datasets.BUILDERS:
-            raise ConfigError(
-                f"unknown dataset {ds.name!r}; choose one of {', '.join(datasets.BUILDERS)}"
-            )
-        params = check_builder_params(ds.name, dict(ds.params or {}))
-        datasets.build(ds.name, path, seed=ds.seed, **params)
-    return path
 
 
 def build_objective(cfg: Any, path: Path | None, device: torch.device | None = None) -> Objective:
@@ -237,7 +171,7 @@ def build_times(cfg: Any) -> JobTimes:
         if t.name == "trace":
             from pipeline.core.trace import TraceTimes
 
-            return TraceTimes.load(check_trace(t.trace_path), t.n_workers)
+            return TraceTimes.load(t.trace_path, t.n_workers)
         if t.name == "native":
             return JobTimes(np.ones(t.n_workers), "none", cfg.seed)
         taus = topology_taus(cfg)

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pipeline.core.npz import file_digest
+from pipeline.core.files import file_digest
 
 VERSION = 1
 

@@ -11,7 +11,6 @@ check); :func:`load_data` reads and checks everything.
 
 from __future__ import annotations
 
-import csv
 import math
 import zipfile
 from dataclasses import dataclass, field
@@ -20,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import ConfigError
-from pipeline.core.npz import NPY, npz_headers
-from pipeline.core.trace import JOB_COLUMNS, JOB_STATUSES
+from pipeline.core.files import NPY, check_file, npz_headers
+from pipeline.core.files import where as _where
 
 #: objectives that need integer class labels; ``quadratic`` needs real-valued targets
 CLASSIFIERS = ("logreg", "mlp", "cnn")
@@ -58,30 +57,11 @@ class DataShape:
         return sum(self.nbytes(n) for n in self.arrays)
 
 
-def _where(path: Path, key: str) -> str:
-    return f"{path} ({key})"
-
-
-def _check_file(path: Path, key: str, what: str) -> None:
-    if not path.exists():
-        raise ConfigError(f"{what} not found: {_where(path, key)}")
-    if path.is_dir():
-        raise ConfigError(f"{_where(path, key)} is a directory, not a {what}")
-    try:
-        size = path.stat().st_size
-        with open(path, "rb"):
-            pass
-    except OSError as e:
-        raise ConfigError(f"{_where(path, key)} cannot be read: {e.strerror or e}") from None
-    if size == 0:
-        raise ConfigError(f"{_where(path, key)} is empty")
-
-
 def inspect_npz(path: str | Path, key: str = "dataset.path") -> DataShape:
     """Open ``path`` as an ``.npz`` and check its arrays' names, shapes and types from their
     headers only (no array is read)."""
     path = Path(path)
-    _check_file(path, key, "data file")
+    check_file(path, key, "data file")
     where = _where(path, key)
     if not zipfile.is_zipfile(path):
         raise ConfigError(f"{where} is not an .npz file (not a zip archive)")
@@ -258,82 +238,3 @@ def check_builder_params(name: str, params: dict) -> dict:
             raise ConfigError(f"{key} must be between 0 and 1, got {v}")
     return {k: int(v) if sig.parameters[k].annotation in (int, "int") else v
             for k, v in params.items()}  # fmt: skip
-
-
-# ---------------------------------------------------------------------------------- traces
-
-
-def trace_file(path: str | Path, key: str = "topology.trace_path") -> Path:
-    """``jobs.csv`` of a run, given its directory or any file in it."""
-    p = Path(path)
-    if not p.exists():
-        raise ConfigError(f"trace not found: {_where(p, key)}")
-    if p.is_dir():
-        p = p / "jobs.csv"
-    elif p.name != "jobs.csv":
-        p = p.with_name("jobs.csv")
-    if not p.exists():
-        raise ConfigError(
-            f"no jobs.csv at {_where(p, key)}: give the directory of an engine=rpc run"
-        )
-    return p
-
-
-def _number(row: dict, col: str, where: str, line: int, empty_ok: bool = False) -> float | None:
-    text = (row.get(col) or "").strip()
-    if not text and empty_ok:
-        return None
-    try:
-        v = float(text)
-    except ValueError:
-        raise ConfigError(f"{where}, line {line}: {col} is not a number: {text!r}") from None
-    if not math.isfinite(v):
-        raise ConfigError(f"{where}, line {line}: {col} is not finite: {text!r}")
-    if v < 0:
-        raise ConfigError(f"{where}, line {line}: {col} is negative: {text!r}")
-    return v
-
-
-def check_trace(path: str | Path, key: str = "topology.trace_path") -> Path:
-    """Check a run's ``jobs.csv`` row by row (columns, numbers, times, numbering)."""
-    p = trace_file(path, key)
-    _check_file(p, key, "trace")
-    where = _where(p, key)
-    seqs: dict[int, list[int]] = {}
-    try:
-        with open(p, newline="") as f:
-            reader = csv.DictReader(f)
-            if tuple(reader.fieldnames or ()) != JOB_COLUMNS:
-                raise ConfigError(
-                    f"{where} is not a jobs.csv: columns {','.join(reader.fieldnames or [])} "
-                    f"(expected {','.join(JOB_COLUMNS)})"
-                )
-            for line, r in enumerate(reader, start=2):
-                if None in r or any(r[c] is None for c in JOB_COLUMNS):
-                    raise ConfigError(f"{where}, line {line}: expected {len(JOB_COLUMNS)} fields")
-                nums = {c: _number(r, c, where, line) for c in ("worker", "seq", "version")}
-                for c in ("worker", "seq", "version"):
-                    if nums[c] != int(nums[c]):
-                        raise ConfigError(f"{where}, line {line}: {c} is not an integer")
-                start = _number(r, "start", where, line)
-                end = _number(r, "end", where, line, empty_ok=True)
-                _number(r, "compute_s", where, line, empty_ok=True)
-                status = r["status"].strip()
-                if status not in JOB_STATUSES:
-                    raise ConfigError(
-                        f"{where}, line {line}: status {status!r} is not one of "
-                        f"{', '.join(JOB_STATUSES)}"
-                    )
-                if status == "arrived" and end is None:
-                    raise ConfigError(f"{where}, line {line}: an arrived job needs its end time")
-                if end is not None and end < start:
-                    raise ConfigError(f"{where}, line {line}: end {end} is before start {start}")
-                seqs.setdefault(int(nums["worker"]), []).append(int(nums["seq"]))
-    except UnicodeDecodeError:
-        raise ConfigError(f"{where} is not a text file") from None
-    if not seqs:
-        raise ConfigError(f"{where} holds no jobs")
-    for w, s in sorted(seqs.items()):
-        if sorted(s) != list(range(len(s))):
-            raise ConfigError(f"{where}: worker {w}'s jobs are not numbered 0, 1, 2, ...")
-    return p

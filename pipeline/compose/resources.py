@@ -28,13 +28,13 @@ from typing import Any
 import numpy as np
 
 from pipeline import ConfigError
+from pipeline.compose.datafiles import data_key, default_data_file
 from pipeline.compose.inputs import DataShape, check_image_shape
 
 MiB = 2**20
 GiB = 2**30
 RPC_WORKER_BYTES = 350 * MiB  # a spawned worker interpreter with torch imported
 WORKER_BOOKKEEPING = 6 * 1024  # measured: per-worker generators, sampler and time blocks (sim)
-NOISE_BLOCK = 16  # models.objectives.NoiseSampler.BLOCK
 #: sizes of the bundled datasets (rows, features, classes, image shape) before a split
 BUNDLED = {
     "digits": (1797, 64, 10, (1, 8, 8)),
@@ -107,8 +107,6 @@ def data_size(cfg: Any, shape: DataShape | None) -> DataSize | None:
                 if "image_shape" in f.files:
                     size.image_shape = tuple(np.asarray(f["image_shape"]).ravel().tolist())
         except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-            from pipeline.compose.build import data_key
-
             raise ConfigError(f"{shape.path} ({data_key(cfg)}) cannot be read: {e}") from None
         return size
     p = {**_builder_defaults(ds.name), **dict(ds.params or {})}
@@ -154,7 +152,6 @@ def _meta_module(cfg: Any, data: DataSize):
     import torch
 
     from models.objectives import CNN, MLP, LogReg, ModuleObjective
-    from pipeline.compose.build import data_key, default_data_file
 
     class Capture(ModuleObjective):
         def __init__(self, module, *args, **kwargs):
@@ -233,7 +230,7 @@ def estimate(cfg: Any, n_workers: int, shape: DataShape | None) -> Estimate:
         if cfg.dataset.split != "none":
             est.add("shards", rows * 8)
     elif oc.name == "noisy_quadratic" and oc.sigma > 0:
-        per_worker["sampler"] = NOISE_BLOCK * d * item
+        per_worker["sampler"] = d * item  # one job's noise, drawn from counters (models/noise.py)
     # the server's iterates: up to n + 1 pinned versions, and a few working vectors
     est.add("iterates", (n + 1) * d * item + 4 * d * item)
     if rpc:

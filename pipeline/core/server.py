@@ -58,7 +58,3 @@ class ParameterServer:
             self.x = self.x - self._buf
             self._buf = None
         self.version += 1
-
-    @property
-    def points_held(self) -> int:
-        return len(self._points)

@@ -20,29 +20,97 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import ConfigError
+from pipeline.core.files import check_file, where
 
 JOB_COLUMNS = ("worker", "seq", "version", "start", "end", "status", "compute_s")
 JOB_STATUSES = ("arrived", "cancelled", "lost", "unfinished")
 
 
-def read_jobs(path: str | Path) -> list[dict]:
-    """The rows of a run's ``jobs.csv`` (its directory or any file in it), checked first
-    (:func:`pipeline.compose.inputs.check_trace`: every fault is one line)."""
-    from pipeline.compose.inputs import check_trace
+def trace_file(path: str | Path, key: str = "topology.trace_path") -> Path:
+    """``jobs.csv`` of a run, given its directory or any file in it."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"trace not found: {where(p, key)}")
+    if p.is_dir():
+        p = p / "jobs.csv"
+    elif p.name != "jobs.csv":
+        p = p.with_name("jobs.csv")
+    if not p.exists():
+        raise ConfigError(
+            f"no jobs.csv at {where(p, key)}: give the directory of an engine=rpc run"
+        )
+    return p
 
-    with open(check_trace(path), newline="") as f:
-        return [
-            {
-                "worker": int(r["worker"]),
-                "seq": int(r["seq"]),
-                "version": int(r["version"]),
-                "start": float(r["start"]),
-                "end": float(r["end"]) if r["end"].strip() else math.inf,
-                "status": r["status"].strip(),
-                "compute_s": float(r["compute_s"]) if r["compute_s"].strip() else None,
-            }
-            for r in csv.DictReader(f)
-        ]
+
+def _number(row: dict, col: str, at: str, empty_ok: bool = False) -> float | None:
+    text = (row.get(col) or "").strip()
+    if not text and empty_ok:
+        return None
+    try:
+        v = float(text)
+    except ValueError:
+        raise ConfigError(f"{at}: {col} is not a number: {text!r}") from None
+    if not math.isfinite(v):
+        raise ConfigError(f"{at}: {col} is not finite: {text!r}")
+    if v < 0:
+        raise ConfigError(f"{at}: {col} is negative: {text!r}")
+    return v
+
+
+def _job(r: dict, at: str) -> dict:
+    """One row of ``jobs.csv``, parsed and checked (columns, numbers, status, times)."""
+    if None in r or any(r[c] is None for c in JOB_COLUMNS):
+        raise ConfigError(f"{at}: expected {len(JOB_COLUMNS)} fields")
+    ids = {c: _number(r, c, at) for c in ("worker", "seq", "version")}
+    for c, v in ids.items():
+        if v != int(v):
+            raise ConfigError(f"{at}: {c} is not an integer")
+    start = _number(r, "start", at)
+    end = _number(r, "end", at, empty_ok=True)
+    compute_s = _number(r, "compute_s", at, empty_ok=True)
+    status = r["status"].strip()
+    if status not in JOB_STATUSES:
+        raise ConfigError(f"{at}: status {status!r} is not one of {', '.join(JOB_STATUSES)}")
+    if status == "arrived" and end is None:
+        raise ConfigError(f"{at}: an arrived job needs its end time")
+    if end is not None and end < start:
+        raise ConfigError(f"{at}: end {end} is before start {start}")
+    return {
+        **{c: int(v) for c, v in ids.items()},
+        "start": start,
+        "end": math.inf if end is None else end,
+        "status": status,
+        "compute_s": compute_s,
+    }
+
+
+def read_jobs(path: str | Path, key: str = "topology.trace_path") -> list[dict]:
+    """The rows of a run's ``jobs.csv`` (its directory or any file in it), each checked as it is
+    parsed: every fault (columns, numbers, times, statuses, job numbering) is one line naming
+    the file, the key that chose it and the line."""
+    p = trace_file(path, key)
+    check_file(p, key, "trace")
+    at = where(p, key)
+    try:
+        with open(p, newline="") as f:
+            reader = csv.DictReader(f)
+            if tuple(reader.fieldnames or ()) != JOB_COLUMNS:
+                raise ConfigError(
+                    f"{at} is not a jobs.csv: columns {','.join(reader.fieldnames or [])} "
+                    f"(expected {','.join(JOB_COLUMNS)})"
+                )
+            rows = [_job(r, f"{at}, line {line}") for line, r in enumerate(reader, start=2)]
+    except UnicodeDecodeError:
+        raise ConfigError(f"{at} is not a text file") from None
+    if not rows:
+        raise ConfigError(f"{at} holds no jobs")
+    seqs: dict[int, list[int]] = {}
+    for r in rows:
+        seqs.setdefault(r["worker"], []).append(r["seq"])
+    for w, s in sorted(seqs.items()):
+        if sorted(s) != list(range(len(s))):
+            raise ConfigError(f"{at}: worker {w}'s jobs are not numbered 0, 1, 2, ...")
+    return rows
 
 
 class TraceTimes:
@@ -79,13 +147,8 @@ class TraceTimes:
         per_worker: list[list[tuple[int, float]]] = [[] for _ in range(n)]
         for r in rows:
             d = r["end"] - r["start"] if r["status"] == "arrived" else math.inf
-            if d < 0:
-                raise ConfigError(f"trace row ends before it starts: {r}")
             per_worker[r["worker"]].append((r["seq"], d))
         durations = []
-        for w, jobs in enumerate(per_worker):
-            jobs.sort()
-            if [s for s, _ in jobs] != list(range(len(jobs))):
-                raise ConfigError(f"trace: worker {w}'s jobs are not numbered 0, 1, 2, ...")
-            durations.append([d for _, d in jobs])
+        for jobs in per_worker:
+            durations.append([d for _, d in sorted(jobs)])
         return cls(durations)

@@ -49,7 +49,6 @@ class Dispatcher:
         self.rows: list[tuple] = []  # (worker, version, delay, weight, step, time)
         self.gradients = 0
         self.cancelled = 0
-        self.dropped = 0  # jobs the rule gave to a lost worker
 
     # -- jobs ------------------------------------------------------------------------------------
     def begin(self) -> None:
@@ -58,8 +57,7 @@ class Dispatcher:
 
     def assign(self, w: int) -> None:
         """A new job at the current version for worker w (queued if w is busy)."""
-        if self.lost[w]:
-            self.dropped += 1
+        if self.lost[w]:  # the rule gave a job to a lost worker: nothing to start
             return
         v = self.server.pin() if self.server is not None else self.rule.version
         if self.busy[w]:

@@ -43,7 +43,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 
 from pipeline import EXPERIMENT, PROJECT_ROOT
-from pipeline.core.npz import file_digest, npz_headers
+from pipeline.core.files import file_digest, npz_headers
 from pipeline.core.runs import rank_key
 
 log = logging.getLogger(__name__)

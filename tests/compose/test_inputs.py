@@ -13,12 +13,15 @@ import numpy as np
 import pytest
 
 from pipeline import ConfigError
-from pipeline.compose.build import build_experiment, existing_data
-from pipeline.compose.inputs import JOB_COLUMNS, inspect_npz
+from pipeline.compose.build import build_experiment
+from pipeline.compose.datafiles import existing_data
+from pipeline.compose.inputs import inspect_npz
+from pipeline.compose.preflight import preflight
 from pipeline.compose.resources import GiB, check, estimate, model_size
-from pipeline.compose.schema import SCHEMAS, Config, numeric_fields
+from pipeline.compose.schema import SCHEMAS, Config
+from pipeline.compose.validate import numeric_fields
+from pipeline.core.trace import JOB_COLUMNS
 from pipeline.runner import run_experiment
-from pipeline.train import preflight
 from tests.conftest import compose_cfg, run_cli
 
 SMALL = ("~experiment", "optimizer=asgd", "optimizer.lr=0.1", "topology.n_workers=4",

@@ -100,7 +100,7 @@ def test_random_assignment_wins_on_label_sorted_split(tmp_path):
     ids=lambda v: str(v),
 )
 def test_objective_and_data_mismatches_are_refused(overrides, message):
-    from pipeline.train import preflight
+    from pipeline.compose.preflight import preflight
 
     with pytest.raises(ConfigError, match=None) as info:
         preflight(["optimizer.lr=0.1", *overrides])

@@ -8,9 +8,9 @@ import pytest
 
 from pipeline import CONF_DIR, ConfigError
 from pipeline.compose.build import build_experiment
-from pipeline.compose.schema import validate
+from pipeline.compose.preflight import preflight
+from pipeline.compose.validate import validate
 from pipeline.runner import run_experiment
-from pipeline.train import preflight
 from tests.conftest import compose_cfg, run_cli
 
 GROUPS = ["objective", "dataset", "topology", "optimizer", "engine", "tracking", "experiment"]

@@ -154,8 +154,10 @@ def test_split_errors():
 
 
 def test_data_step_cli_builds_from_the_dataset_config(tmp_path):
-    """The data step writes into its project's data/ (the DVC stage's output), whatever
-    $ASGD_DATA_DIR says; run on a copy of the project so the repository stays untouched."""
+    """The data step writes into its project's data/ (the DVC stage's output), or where
+    $ASGD_DATA_DIR says when it is set (where every run then reads); run on a copy of the project
+    so the repository stays untouched."""
+    import os
     import shutil
     import subprocess
     import sys
@@ -166,14 +168,22 @@ def test_data_step_cli_builds_from_the_dataset_config(tmp_path):
     for part in ("pipeline", "models", "conf"):
         shutil.copytree(PROJECT_ROOT / part, project / part,
                         ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "ASGD_DATA_DIR"}
     out = subprocess.run([sys.executable, "-m", "pipeline.data", "small_lstsq"],
-                         capture_output=True, text=True, cwd=project)  # fmt: skip
+                         capture_output=True, text=True, cwd=project, env=env)  # fmt: skip
     assert out.returncode == 0, out.stderr
     path = project / "data" / "small_lstsq.npz"
     assert out.stdout.strip() == str(path)
     assert datasets.load_npz(path)["X"].shape == (64, 4)  # conf/dataset/small_lstsq.yaml
+    elsewhere = tmp_path / "elsewhere"
+    env_elsewhere = {**env, "ASGD_DATA_DIR": str(elsewhere)}
+    out = subprocess.run([sys.executable, "-m", "pipeline.data", "small_lstsq"], cwd=project,
+                         capture_output=True, text=True, env=env_elsewhere)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(elsewhere / "small_lstsq.npz")
+    assert datasets.load_npz(elsewhere / "small_lstsq.npz")["X"].shape == (64, 4)
     bad = subprocess.run([sys.executable, "-m", "pipeline.data", "nope"],
-                         capture_output=True, text=True, cwd=project)  # fmt: skip
+                         capture_output=True, text=True, cwd=project, env=env)  # fmt: skip
     assert bad.returncode == 2 and bad.stderr.startswith("error: name datasets from")
 
 

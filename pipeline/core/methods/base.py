@@ -25,10 +25,6 @@ class Decision(NamedTuple):
     assign: tuple[int, ...] = ()
     cancel: tuple[int, ...] = ()
 
-    @property
-    def applied(self) -> bool:
-        return self.weight != 0.0
-
 
 class ServerRule(ABC):
     """One method of docs/methods.md, written once and run unchanged by every engine."""

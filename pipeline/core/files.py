@@ -1,8 +1,10 @@
-"""Reading ``.npz`` data files without loading them, and their content digests.
+"""Input files: the checks every file a user names goes through first (exists, a file, readable,
+not empty; one line naming the file and the key that chose it), ``.npz`` headers read without
+loading the arrays, and content digests.
 
-One place for both: the input checks (:mod:`pipeline.compose.inputs`), the F* cache
-(:mod:`pipeline.compose.constants`) and MLflow's dataset inputs (:mod:`pipeline.tracking`) read
-array shapes from the headers and key files by their content.
+One place for all of them: the input checks (:mod:`pipeline.compose.inputs`), traces
+(:mod:`pipeline.core.trace`), the F* cache (:mod:`pipeline.compose.constants`) and MLflow's
+dataset inputs (:mod:`pipeline.tracking`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,31 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline import ConfigError
+
 NPY = ".npy"
+
+
+def where(path: Path, key: str) -> str:
+    """How messages name a file: the path and the config key that chose it."""
+    return f"{path} ({key})"
+
+
+def check_file(path: Path, key: str, what: str) -> None:
+    """``path`` exists, is a file, can be opened and is not empty; else a one-line ConfigError
+    (``what`` names the kind of file: "data file", "trace")."""
+    if not path.exists():
+        raise ConfigError(f"{what} not found: {where(path, key)}")
+    if path.is_dir():
+        raise ConfigError(f"{where(path, key)} is a directory, not a {what}")
+    try:
+        size = path.stat().st_size
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        raise ConfigError(f"{where(path, key)} cannot be read: {e.strerror or e}") from None
+    if size == 0:
+        raise ConfigError(f"{where(path, key)} is empty")
 
 
 def npz_headers(path: str | Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
