@@ -1,7 +1,9 @@
 """The tree shows the design: dependencies point one way, with no import cycle, counting imports
 inside functions.
 
-    core <- engines <- compose <- tracking <- runner <- entry points (train, data, study, report, ui)
+    core <- engines <- compose <- tracking <- runner <- entry points
+
+(the entry points: train, data, study, report, ui).
 
 ``models/`` (objectives and datasets) sits beside ``pipeline.core`` and imports nothing of
 ``pipeline``; the package root (``pipeline/__init__.py``: errors, paths, the experiment name)

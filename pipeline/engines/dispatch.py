@@ -102,16 +102,16 @@ class Dispatcher:
         self.rows.append((w, v, delay, weight, step, t))
         if cancel:
             self._cancel(cancel)
-        elif assigned is self._solo[w]:  # w goes on at the current version
+        elif assigned is self._solo[w] and not self.queues[w]:  # w goes on at the current version
             nv = server.pin() if server is not None else self.rule.version
             busy[w] = True
             self.job_version[w] = nv
             self.start_job(w, nv)
             return d
+        if not busy[w]:
+            self._next_queued(w)  # w's queued jobs are older than any it is given now: FIFO
         for u in assigned:
             self.assign(u)
-        if not busy[w]:
-            self._next_queued(w)
         return d
 
     def carry_out(self, d: Decision, w: int, v: int, t: float) -> None:

@@ -160,3 +160,40 @@ def test_a_signal_inside_an_evaluation_keeps_the_records_consistent(path, tmp_pa
     assert updates == list(range(0, 71, 7))  # every 7th; the final state is the last row
     assert control.result.updates == 70 and control.result.status == "killed"
     assert len(read_events(tmp_path / "events.csv")) == control.result.gradients == 70
+
+
+@pytest.mark.parametrize("batch", ["8", "null"], ids=["one by one", "batched"])
+def test_memory_holds_only_referenced_iterates(small_data, tmp_path, batch):
+    """Between chunks the engine keeps only the iterates of jobs in flight or queued, never one
+    per update; the rows of a chunk are written and dropped."""
+    from pipeline.compose.build import build_experiment
+    from pipeline.core.records import RunRecorder
+    from pipeline.engines.base import RunControl
+    from pipeline.engines.sim import SimEngine
+
+    cfg = compose_cfg(
+        "optimizer=asgd_random", "topology=sqrt", "topology.n_workers=8", f"batch_size={batch}",
+        "optimizer.lr=0.01", "budget.gradients=3000", "dataset=small_lstsq",
+        f"dataset.path={small_data}", "tracking=none", "topology.noise=exponential",
+    )  # fmt: skip
+    exp = build_experiment(cfg)
+    rec = RunRecorder(tmp_path)
+    eng = SimEngine(exp, RunControl(exp.evaluator, rec, 10, 3000, None))
+    eng.replay.batched = batch == "null"  # both paths of the replay
+    eng.chunk = 100
+    held = []
+    replay = eng.replay.run
+
+    def probe(rows, *args):
+        assert len(rows) <= 100
+        out = replay(rows, *args)
+        held.append(len(eng.replay.store))
+        return out
+
+    eng.replay.run = probe
+    result = eng.run()
+    rec.close()
+    assert result.updates == 3000 and len(held) == 30
+    assert max(held) <= 8 + 1  # n jobs in flight (queued ones included), plus the current
+    assert torch.isfinite(result.x).all()
+    assert len((tmp_path / "events.csv").read_text().splitlines()) == 3001
