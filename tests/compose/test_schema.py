@@ -161,10 +161,12 @@ def test_help_lists_every_group_option_and_main_key():
     main keys that all exist in the schemas, one line each."""
     from dataclasses import fields, is_dataclass
 
+    from pipeline.compose.options import STORE_LOCATION
     from pipeline.compose.schema import SCHEMAS, Config
 
     out = run_cli("--help")
     assert out.returncode == 0, out.stderr
+    assert f"The MLflow store: {STORE_LOCATION}." in out.stdout
     lines = out.stdout.splitlines()
     groups_at, keys_at = (
         lines.index("== Config groups: group=option =="),
