@@ -29,7 +29,7 @@ CASES = {
     "pipeline/core/methods/asgd.py": RULES,
     "pipeline/compose/build.py": RULES,
     "pipeline/study/__init__.py": RULES,
-    "models/objectives.py": RULES,
+    "models/objectives/quadratic.py": RULES,
     "models/datasets.py": {"data"},
     "conf/optimizer/asgd.yaml": RULES,
     "pipeline/tracking/__init__.py": set(),
