@@ -7,22 +7,22 @@ import argparse
 import os
 from pathlib import Path
 
-from pipeline import EXPERIMENT, PROJECT_ROOT
+from pipeline import PROJECT_ROOT
 from pipeline.report.document import build_report
 from pipeline.report.readme import update_readme
 
 
-def log_to_mlflow(results: Path, report: dict) -> None:
-    from pipeline.tracking import client_for, ensure_experiment
+def log_to_mlflow(results: Path, report: dict) -> str:
+    """The report's files as one MLflow run ``report (<profile>)`` (tag stage=report, artifacts
+    under ``report/``); returns its run id."""
+    from pipeline.tracking import log_record_run
 
-    client = client_for(None)
-    exp = ensure_experiment(client, EXPERIMENT)
-    run = client.create_run(
-        exp, run_name=f"report ({report['metrics'].get('profile')})", tags={"stage": "report"}
+    return log_record_run(
+        f"report ({report['metrics'].get('profile')})",
+        {"stage": "report"},
+        artifacts=[*report["figures"], results / "report.md", results / "metrics.json"],
+        artifact_path="report",
     )
-    for f in [*report["figures"], results / "report.md", results / "metrics.json"]:
-        client.log_artifact(run.info.run_id, str(f), artifact_path="report")
-    client.set_terminated(run.info.run_id, "FINISHED")
 
 
 def default_results() -> Path:
