@@ -11,7 +11,7 @@ from pipeline.core.runs import job_dirs, label_of
 
 ASYNC = "asgd"
 MB = "minibatch"
-OPTIMAL_MSTAR = ("rennala", "ringmaster")  # S, R = m* (the theory's setting)
+OPTIMAL_MSTAR = ("rennala", "ringmaster")  # S, R = ceil(sigma^2/eps), the theory's setting
 OPTIMAL_N = ("rennala_n", "ringmaster_n")  # S, R = n
 
 

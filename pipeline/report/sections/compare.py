@@ -30,7 +30,10 @@ def section_compare(ctx: Context) -> Section:
         f"Target F - F* <= {ctx.target}; simulated seconds; each method at its own tuned "
         f"stepsize (bracketed, see [Tuning](#tuning)); mean over {n} seeds with a 95% t "
         "interval; ratios with a log-scale Welch t interval; **bold** ratios are significant "
-        "(the interval excludes 1). `–`: not every seed reached the target.",
+        "(the interval excludes 1). `–`: not every seed reached the target. The optimal "
+        "methods run S, R = ceil(sigma^2/eps) (their default; see the setting column) or n; "
+        "m* of T_opt is another number: the m that minimizes H_m (k + s/m) in the "
+        "fixed-model bound T_opt (at most n; docs/methods.md, section 5).",
         "",
         "### Ratios",
         "",
@@ -39,10 +42,10 @@ def section_compare(ctx: Context) -> Section:
         "topology",
         "minibatch / asgd",
         "tau_n/H_n (theory)",
-        "asgd / best optimal at m*",
+        "asgd / best optimal at ceil(sigma^2/eps)",
         "asgd / best optimal at n",
         "T_ASGD/T_opt (theory)",
-        "m*",
+        "m* of T_opt (theory)",
     ]
     body = []
     for r in ratios:
