@@ -17,14 +17,14 @@ def fmt_num(v, digits=3) -> str:
     return str(v)
 
 
-def fmt_est(e: dict | None, digits=3, unit="") -> str:
+def fmt_est(e: dict | None) -> str:
     """``mean [lo, hi]`` (or the mean alone without an interval; '–' for none)."""
     if not e or e.get("mean") is None:
         return "–"
-    m = f"{fmt_num(e['mean'], digits)}{unit}"
+    m = fmt_num(e["mean"])
     if e.get("lo") is None:
         return m
-    return f"{m} [{fmt_num(e['lo'], digits)}, {fmt_num(e['hi'], digits)}]"
+    return f"{m} [{fmt_num(e['lo'])}, {fmt_num(e['hi'])}]"
 
 
 def setting(s: dict) -> str:
