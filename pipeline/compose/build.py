@@ -96,7 +96,8 @@ def check_first_update(cfg: Any, gradients_per_update: float) -> None:
 
 
 def optimal_m(cfg: Any, constants: dict | None) -> int | None:
-    """m* = max(1, ceil(sigma^2 / eps)) for Rennala's S and Ringmaster's R, where sigma^2 is
+    """max(1, ceil(sigma^2 / eps)) for Rennala's S and Ringmaster's R (not the m* of the
+    theory's T_opt bound, docs/methods.md section 5), where sigma^2 is
     known (the optimizer's ``sigma2``, else the objective's exact value) and a target eps is
     set; None otherwise (the rule then uses n)."""
     if cfg.target is None:

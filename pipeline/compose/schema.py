@@ -199,11 +199,11 @@ class AsgdRandomConfig(OptimizerConfig):
 
 @dataclass
 class OptimalConfig(OptimizerConfig):
-    """Rennala's S and Ringmaster's R default to m* = max(1, ceil(sigma^2 / eps)) where sigma^2
+    """Rennala's S and Ringmaster's R default to max(1, ceil(sigma^2 / eps)) where sigma^2
     is known (or given) and a target eps is set, else to n_workers."""
 
     cancel: bool = False  # cancel stale running jobs instead of letting them finish
-    sigma2: float | None = num(None, gt=0)  # overrides the objective's variance for m*
+    sigma2: float | None = num(None, gt=0)  # overrides the objective's variance for S and R
 
 
 @dataclass

@@ -444,7 +444,7 @@ def test_degenerate_runs_are_refused(overrides, message):
     _assert_one_line(info.value, message)
 
 
-def test_rennala_batch_resolved_from_m_star_is_checked_when_built():
+def test_rennala_batch_resolved_from_sigma2_over_eps_is_checked_when_built():
     args = _args(*SMALL, "dataset=none", "objective=noisy_quadratic", "optimizer=rennala",
                  "objective.sigma=10", "target=0.01")  # fmt: skip
     cfg = compose_cfg(*args)

@@ -62,7 +62,7 @@ def _rule(*overrides):
     return build_experiment(compose_cfg(*overrides, "tracking=none")).rule.describe()
 
 
-def test_S_and_R_resolve_to_m_star_from_sigma2_over_eps():
+def test_S_and_R_resolve_to_ceil_sigma2_over_eps():
     noisy = ["experiment=scaling_sqrt", "topology.n_workers=100"]  # sigma^2 = 0.9, eps = 0.02
     assert _rule(*noisy, "optimizer=rennala")["batch"] == 45
     assert _rule(*noisy, "optimizer=ringmaster")["threshold"] == 45
@@ -70,7 +70,7 @@ def test_S_and_R_resolve_to_m_star_from_sigma2_over_eps():
     assert _rule(*noisy, "optimizer=rennala", "optimizer.sigma2=0.1")["batch"] == 5  # override
     assert _rule(*noisy, "optimizer=ringmaster", "optimizer.threshold=7")["threshold"] == 7
     assert _rule(*noisy, "optimizer=rennala", "target=null")["batch"] == 100  # no eps: n
-    # m* is not capped at n
+    # ceil(sigma^2/eps) is not capped at n
     assert _rule(*noisy, "optimizer=rennala", "topology.n_workers=10")["batch"] == 45
     # the n setting through an interpolation, as the study passes it
     assert (
@@ -78,8 +78,8 @@ def test_S_and_R_resolve_to_m_star_from_sigma2_over_eps():
     )
 
 
-def test_paper_problem_gets_m_star_one(tmp_path):
-    """sigma^2 at x* of the paper's least squares is ~1e-13 (b = 1e-5 noise): m* = 1."""
+def test_paper_problem_gets_S_and_R_one(tmp_path):
+    """sigma^2 at x* of the paper's least squares is ~1e-13 (b = 1e-5 noise): S = R = ceil(sigma^2/eps) = 1."""
     ds = compose_cfg().dataset
     path = tmp_path / "lstsq_paper.npz"
     datasets.build("lstsq_paper", path, seed=ds.seed, **dict(ds.params or {}))
