@@ -35,8 +35,8 @@ from pipeline.engines.sim import SimEngine  # noqa: E402
 
 METHODS = {
     "asgd": ["optimizer=asgd"],
-    # S and R default to n here (no target, so no ceil(sigma^2/eps)): a step restarts n workers every n
-    # arrivals (Rennala), a job is cancelled when its delay reaches n (Ringmaster)
+    # S and R default to n here (no target, so no ceil(sigma^2/eps)): a step restarts n workers
+    # every n arrivals (Rennala), a job is cancelled when its delay reaches n (Ringmaster)
     "rennala_cancel": ["optimizer=rennala", "optimizer.cancel=true"],
     "ringmaster_cancel": ["optimizer=ringmaster", "optimizer.cancel=true"],
 }

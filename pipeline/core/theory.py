@@ -64,6 +64,6 @@ def predict(
 
 
 def optimal_batch(sigma2: float, eps: float) -> int:
-    """m*, Rennala's S and Ringmaster's R (docs/methods.md): max(1, ceil(sigma^2 / eps)).
+    """Rennala's S and Ringmaster's R (docs/methods.md): max(1, ceil(sigma^2 / eps)).
     The quotient is rounded to 9 digits first, so 0.9 / 0.02 gives 45, not 46."""
     return max(1, math.ceil(round(sigma2 / eps, 9)))

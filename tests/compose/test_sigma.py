@@ -79,7 +79,8 @@ def test_S_and_R_resolve_to_ceil_sigma2_over_eps():
 
 
 def test_paper_problem_gets_S_and_R_one(tmp_path):
-    """sigma^2 at x* of the paper's least squares is ~1e-13 (b = 1e-5 noise): S = R = ceil(sigma^2/eps) = 1."""
+    """sigma^2 at x* of the paper's least squares is ~1e-13 (b = 1e-5 noise): S = R =
+    ceil(sigma^2/eps) = 1."""
     ds = compose_cfg().dataset
     path = tmp_path / "lstsq_paper.npz"
     datasets.build("lstsq_paper", path, seed=ds.seed, **dict(ds.params or {}))
