@@ -18,10 +18,12 @@ What goes where, so that a run's chart view opens on the curves:
 - **inputs**: the dataset file (digest, shapes, split, context train/test);
 - **artifacts**: the records; a sweep's parent gets a comparison figure and table.
 
-``summary.json`` keeps every value; only its MLflow home differs.
+``summary.json`` keeps every value; only its MLflow home differs. MLflow's own INFO lines go to
+the run's log file, not the terminal (``logs.py``).
 
 The modules, each importing only those above it in this list:
 
+- ``logs``: MLflow's log lines into the run's log file, its warnings also on the terminal;
 - ``store``: where the store is, clients that retry while sqlite is locked, store creation
   under a file lock, the experiment;
 - ``mapping``: a run's values in MLflow's terms (params, metric names, a summary's split);

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from pipeline import PROJECT_ROOT
+from pipeline.tracking.logs import quiet_library_logs
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,7 @@ def client_for(uri: str | None = None) -> RetryingClient:
     lock, so concurrent first starts are safe."""
     from mlflow.tracking import MlflowClient
 
+    quiet_library_logs()  # before the store's creation logs its first line
     uri = resolve_uri(uri)
     with store_lock(uri):
         return RetryingClient(MlflowClient(tracking_uri=uri))
