@@ -1,8 +1,7 @@
 """MLflow tracking: one MLflow run per training run, one parent run per Hydra multirun sweep.
 
-The store is a sqlite database (``mlflow.db`` at the project root) unless ``tracking.uri`` or
-``MLFLOW_TRACKING_URI`` says otherwise; it keeps its artifacts in ``mlartifacts/`` beside it.
-Everything is logged in batches through MlflowClient.
+Where the store is: ``STORE_LOCATION`` (``store.py``); a sqlite store keeps its artifacts in
+``mlartifacts/`` beside it. Everything is logged in batches through MlflowClient.
 
 What goes where, so that a run's chart view opens on the curves:
 
@@ -47,6 +46,7 @@ from pipeline.tracking.run import (
 )
 from pipeline.tracking.selection import log_selection
 from pipeline.tracking.store import (
+    STORE_LOCATION,
     UI_QUERY,
     client_for,
     ensure_experiment,
@@ -60,6 +60,7 @@ __all__ = [
     "PARENT_ENV",
     "PARENT_URI_ENV",
     "RESULT_METRICS",
+    "STORE_LOCATION",
     "UI_QUERY",
     "MlflowTracker",
     "NullTracker",

@@ -1,4 +1,4 @@
-"""The MLflow store: where it is, its clients, its experiment.
+"""The MLflow store: where it is (``STORE_LOCATION``), its clients, its experiment.
 
 Store creation (schema migrations and the experiment) is serialised by a file lock beside a
 sqlite store, so any number of processes may start at once on a fresh store; every write is
@@ -20,6 +20,10 @@ from pipeline.tracking.logs import quiet_library_logs
 
 log = logging.getLogger(__name__)
 
+#: where the runs go, in the words of ``--help`` and the README (``resolve_uri`` does this)
+STORE_LOCATION = (
+    "tracking.uri, else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the project root"
+)
 # the experiment's type as MLflow 3 records it: model training, not GenAI (the UI still opens in
 # its GenAI view unless the address asks for the "Model training" one: UI_QUERY)
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
@@ -27,8 +31,9 @@ UI_QUERY = "workflowType=machine_learning"
 
 
 def resolve_uri(uri: str | None = None) -> str:
-    """The store the runs go to: ``uri``, else ``$MLFLOW_TRACKING_URI``, else the project's
-    ``mlflow.db``; a relative sqlite path is made absolute (from the working directory)."""
+    """The store the runs go to (``STORE_LOCATION``: ``uri``, else ``$MLFLOW_TRACKING_URI``, else
+    the project's ``mlflow.db``); a relative sqlite path is made absolute (from the working
+    directory)."""
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
     db = sqlite_path(uri)
     if db is not None and not db.is_absolute():
