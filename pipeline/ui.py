@@ -4,11 +4,11 @@
     python -m pipeline.ui tracking.uri=sqlite:////abs/path/mlflow.db
     python -m pipeline.ui --port 5001
 
-The store is resolved as training resolves it: ``tracking.uri=...`` if given, else
-``$MLFLOW_TRACKING_URI``, else the project's ``mlflow.db`` by absolute path. ``mlflow ui`` is then
-started on 127.0.0.1 (loopback only), and the address of the experiment's runs (MLflow 3's
-"Model training" view) is printed. A sqlite store that does not exist yet is refused (no empty
-store is created); a remote tracking server is not started, only named.
+The store is resolved as training resolves it (``pipeline.tracking.STORE_LOCATION``, which
+``--help`` prints; the project's ``mlflow.db`` by absolute path, wherever this is typed).
+``mlflow ui`` is then started on 127.0.0.1 (loopback only), and the address of the experiment's
+runs (MLflow 3's "Model training" view) is printed. A sqlite store that does not exist yet is
+refused (no empty store is created); a remote tracking server is not started, only named.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import os
 import sys
 
 from pipeline import EXPERIMENT
-from pipeline.tracking import UI_QUERY, resolve_uri, sqlite_path
+from pipeline.tracking import STORE_LOCATION, UI_QUERY, resolve_uri, sqlite_path
 
 HOST = "127.0.0.1"
 
@@ -30,7 +30,9 @@ class UIError(RuntimeError):
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m pipeline.ui",
-        description="Start `mlflow ui` on 127.0.0.1 on the store the pipeline's runs went to.",
+        description="Start `mlflow ui` on 127.0.0.1 on the store the pipeline's runs went to:\n"
+        f"  {STORE_LOCATION}.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # the store's line as it is
     )
     p.add_argument(
         "overrides",

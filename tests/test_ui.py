@@ -18,7 +18,7 @@ import pytest
 
 from models import datasets
 from pipeline import PROJECT_ROOT
-from pipeline.tracking import client_for
+from pipeline.tracking import STORE_LOCATION, client_for
 from tests.conftest import run_cli
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -62,6 +62,14 @@ def test_ui_opens_the_store_training_uses(tmp_path):
     assert not (tmp_path / "other.db").exists()
     out = ui("tracking.nope=1", cwd=elsewhere)
     assert out.returncode == 2 and "only tracking.uri" in out.stderr
+
+
+def test_help_says_where_the_store_is(tmp_path):
+    """--help names the store in the one sentence the code keeps (STORE_LOCATION), on a line of
+    its own; the test above checks that it is what resolve_uri does."""
+    out = ui("--help", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert f"  {STORE_LOCATION}." in out.stdout.splitlines()
 
 
 # ------------------------------------------------------------------------------- the browser

@@ -1,3 +1,3 @@
-from pipeline.study import main
+from pipeline.study.cli import main
 
 main()

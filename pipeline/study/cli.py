@@ -1,0 +1,22 @@
+"""``python -m pipeline.study <stage>``: one stage of the study on the profile ``params.yaml``
+selects; a study error is one line on stderr and exit code 1."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pipeline.study.profile import StudyError, load_profile
+from pipeline.study.stages import STAGES
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m pipeline.study")
+    p.add_argument("stage", choices=list(STAGES))
+    a = p.parse_args(argv)
+    try:
+        profile = load_profile()
+        STAGES[a.stage](profile)
+    except StudyError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,81 @@
+"""A study sweep as one Hydra multirun of ``pipeline.train`` into a fixed directory, run in
+parallel by Hydra's joblib launcher (one job per core; ``ASGD_STUDY_JOBS`` overrides the count),
+and its jobs' summaries collected in job order."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from pipeline import PROJECT_ROOT
+from pipeline.core.runs import job_dirs
+from pipeline.study.profile import StudyError
+
+
+def n_jobs() -> int:
+    env = os.environ.get("ASGD_STUDY_JOBS")
+    if env:
+        return max(1, int(env))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _quote(s: str) -> str:
+    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def multirun(
+    overrides: list[str],
+    sweep_dir: Path,
+    name: str | None = None,
+    jobs: int | None = None,
+    subdir: str = "${hydra.job.num}",
+) -> list[dict]:
+    """Run ``python -m pipeline.train -m <overrides>`` into ``sweep_dir`` (parallel through the
+    joblib launcher unless ``jobs`` is 1); return each job's summary in job order."""
+    if sweep_dir.exists():
+        shutil.rmtree(sweep_dir)
+    jobs = n_jobs() if jobs is None else jobs
+    launcher = ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"] if jobs > 1 else []
+    extra = ["tracking=none"] if os.environ.get("ASGD_STUDY_NO_MLFLOW") else []
+    if name:
+        extra.append(f"tracking.sweep_name={_quote(name)}")
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipeline.train",
+        "-m",
+        *overrides,
+        *extra,
+        *launcher,
+        f"hydra.sweep.dir={sweep_dir}",
+        f"hydra.sweep.subdir={subdir}",
+        "progress=off",
+    ]
+    proc = subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+        raise StudyError(f"multirun failed ({proc.returncode}): {' | '.join(tail)}")
+    return collect(sweep_dir)
+
+
+def collect(sweep_dir: Path) -> list[dict]:
+    out = []
+    for job in job_dirs(sweep_dir):
+        summary = json.loads((job / "summary.json").read_text())
+        cfg_file = job / ".hydra" / "config.yaml"
+        if cfg_file.exists():
+            summary["lr_scale"] = yaml.safe_load(cfg_file.read_text()).get("lr_scale")
+        summary["run_dir"] = (
+            str(job.relative_to(PROJECT_ROOT)) if job.is_relative_to(PROJECT_ROOT) else str(job)
+        )
+        out.append(summary)
+    return out

@@ -1,0 +1,242 @@
+"""MLflow runs: a tracker per training run (``open_run``: params, tags, dataset inputs, the
+history as metrics, the summary and the records at the end; a child of the sweep's parent when
+there is one), and ``log_record_run``, one finished run of params and files."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from pipeline import EXPERIMENT
+from pipeline.tracking.datasets import dataset_inputs
+from pipeline.tracking.mapping import (
+    _COUNTERS,
+    CURVES,
+    PROGRESS,
+    RESULTS,
+    _finite,
+    _param,
+    flatten,
+    split_summary,
+)
+from pipeline.tracking.store import client_for, ensure_experiment, retrying
+
+log = logging.getLogger(__name__)
+
+PARENT_ENV = "ASGD_PIPELINE_PARENT_RUN_ID"
+PARENT_URI_ENV = "ASGD_PIPELINE_PARENT_URI"  # the store of that parent (to mark it killed)
+STATUS = {"finished": "FINISHED", "diverged": "FAILED", "failed": "FAILED", "killed": "KILLED"}
+_BATCH = 1000  # MLflow's limit of metrics per log_batch call
+SYSTEM_METRICS_INTERVAL_S = 10.0  # one sample per 10 s: nothing measurable on a run
+
+
+class NullTracker:
+    run_id: str | None = None
+
+    def log_history(self, rows: list[dict]) -> None:
+        pass
+
+    def log_inputs(self, inputs: list) -> None:
+        pass
+
+    def finish(self, summary: dict, outdir: Path, files: Iterable[Path] = ()) -> None:
+        pass
+
+
+class MlflowTracker:
+    """An MLflow run for one training run; a child of the sweep's parent run when there is one.
+
+    ``system_metrics`` starts MLflow's own system-metrics monitor for the run (CPU, memory, disk,
+    network, GPU where present: metrics ``system/...``), one sample every
+    ``system_metrics_interval`` seconds, stopped at ``finish``; for real runs only."""
+
+    def __init__(
+        self,
+        uri: str | None,
+        experiment: str,
+        run_name: str,
+        params: Mapping[str, Any],
+        tags: Mapping[str, str],
+        time_metric: str = "sim_time",
+        artifacts: bool = True,
+        system_metrics: bool = False,
+        system_metrics_interval: float = SYSTEM_METRICS_INTERVAL_S,
+    ):
+        from mlflow.entities import Param
+
+        self.client = client_for(uri)
+        self.experiment_id = ensure_experiment(self.client, experiment)
+        tags = {k: str(v) for k, v in tags.items()}
+        parent = os.environ.get(PARENT_ENV)
+        if parent:
+            tags["mlflow.parentRunId"] = parent
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
+        self.run_id = run.info.run_id
+        self.time_metric = time_metric
+        self.artifacts = artifacts
+        self.params = dict(params)
+        items = [Param(k, _param(v)) for k, v in sorted(params.items())]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i : i + 100])
+        self.monitor = None
+        if system_metrics:
+            self.monitor = self._start_monitor(system_metrics_interval)
+
+    def _start_monitor(self, interval: float):
+        try:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            monitor = SystemMetricsMonitor(
+                self.run_id, sampling_interval=interval, tracking_uri=self.client.tracking_uri
+            )
+            monitor.start()
+            return monitor
+        except Exception as e:  # psutil missing, no /proc, ...: the run goes on without them
+            log.warning("system metrics not logged: %s", e)
+            return None
+
+    def _stop_monitor(self) -> None:
+        monitor, self.monitor = self.monitor, None
+        if monitor is None:
+            return
+        try:
+            monitor.finish()
+            # samples taken since the last publication (a run shorter than one interval)
+            if any(m.metrics for m in monitor.monitors):
+                monitor.publish_metrics(monitor.aggregate_metrics())
+                retrying(monitor.mlflow_logger.flush)()
+        except Exception as e:
+            log.warning("system metrics: last sample not logged: %s", e)
+
+    def _log_metrics(self, metrics: list) -> None:
+        for i in range(0, len(metrics), _BATCH):
+            self.client.log_batch(self.run_id, metrics=metrics[i : i + _BATCH])
+
+    def log_inputs(self, inputs: list) -> None:
+        if inputs:
+            self.client.log_inputs(self.run_id, datasets=inputs)
+
+    def log_history(self, rows: list[dict]) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = []
+        for r in rows:
+            step = int(r["update"])
+            for key, value in r.items():
+                if key == "update" or not _finite(value):
+                    continue
+                name = self.time_metric if key == "time" else key
+                name = (PROGRESS if key in _COUNTERS else CURVES) + name
+                metrics.append(Metric(name, float(value), now, step))
+        self._log_metrics(metrics)
+
+    def finish(self, summary: dict, outdir: Path, files: Iterable[Path] = ()) -> None:
+        from mlflow.entities import Metric, Param, RunTag
+
+        now = int(time.time() * 1000)
+        values, params, tags = split_summary(summary, self.params)
+        try:
+            self._stop_monitor()
+            self._log_metrics([Metric(RESULTS + k, v, now, 0) for k, v in sorted(values.items())])
+            items = [Param(k, _param(v)) for k, v in sorted(params.items())]
+            labels = [RunTag(k, v[:5000]) for k, v in sorted(tags.items())]
+            for i in range(0, max(len(items), len(labels)), 100):  # MLflow's limits per batch
+                self.client.log_batch(
+                    self.run_id, params=items[i : i + 100], tags=labels[i : i + 100]
+                )
+            if self.artifacts:
+                for f in files:
+                    if Path(f).exists():
+                        self.client.log_artifact(self.run_id, str(f), artifact_path="records")
+        finally:
+            status = STATUS.get(summary.get("status", "failed"), "FAILED")
+            self.client.set_terminated(self.run_id, status=status)
+
+
+def make_tracker(cfg, run_name: str, params: Mapping, tags: Mapping, time_metric: str):
+    if not cfg.tracking.enabled:
+        return NullTracker()
+    return MlflowTracker(
+        cfg.tracking.uri,
+        cfg.tracking.experiment,
+        run_name,
+        params,
+        tags,
+        time_metric=time_metric,
+        artifacts=cfg.tracking.artifacts,
+        system_metrics=(time_metric == "wall_time"),  # real runs; simulated ones have no system
+    )
+
+
+def run_name(cfg: Any, exp: Any) -> str:
+    """What distinguishes a run within a sweep: method, topology, n, lr and seed."""
+    return (
+        f"{cfg.optimizer.name} {cfg.topology.name} n={exp.n_workers} lr={exp.lr:.4g} "
+        f"seed={cfg.seed}"
+    )
+
+
+def open_run(cfg: Any, exp: Any, choices: Mapping[str, str] | None = None):
+    """The tracker of one training run of the built experiment ``exp``: params (the config and
+    its resolved values), tags, the dataset inputs; a NullTracker when tracking is off."""
+    if not cfg.tracking.enabled:
+        return NullTracker()
+    from omegaconf import OmegaConf
+
+    choices = dict(choices or {})
+    params = flatten(OmegaConf.to_container(cfg, resolve=True))
+    params.update({f"resolved.{k}": v for k, v in exp.rule.describe().items()})
+    params["resolved.eval_every"] = exp.eval_every
+    params["n_workers"] = exp.n_workers
+    tags = {
+        "method": cfg.optimizer.name,
+        "topology": cfg.topology.name,
+        "engine": cfg.engine.name,
+        "objective": cfg.objective.name,
+        "dataset": cfg.dataset.name,
+        "preset": choices.get("experiment") or "none",
+    }
+    time_metric = "sim_time" if cfg.engine.name == "sim" else "wall_time"
+    tracker = make_tracker(cfg, run_name(cfg, exp), params, tags, time_metric)
+    try:
+        tracker.log_inputs(dataset_inputs(cfg, exp.data_path))
+    except Exception as e:  # an unreadable file fails the run elsewhere, not here
+        log.warning("dataset input not logged: %s", e)
+    return tracker
+
+
+def log_record_run(
+    run_name: str,
+    tags: Mapping[str, str],
+    params: Mapping[str, Any] | None = None,
+    artifacts: Iterable[Path] = (),
+    artifact_path: str | None = None,
+    uri: str | None = None,
+    experiment: str = EXPERIMENT,
+) -> str:
+    """One finished MLflow run that records a result (returns its id): created in ``experiment``
+    with ``tags``, ``params`` logged in batches of 100 (``None`` as ``null``, long values cut),
+    each of ``artifacts`` that exists logged under ``artifact_path``; FINISHED, or FAILED (and
+    the error raised again) when any of it fails."""
+    from mlflow.entities import Param
+
+    client = client_for(uri)
+    exp = ensure_experiment(client, experiment)
+    run_id = client.create_run(exp, run_name=run_name, tags=dict(tags)).info.run_id
+    try:
+        items = [Param(k, _param(v)) for k, v in sorted((params or {}).items())]
+        for i in range(0, len(items), 100):
+            client.log_batch(run_id, params=items[i : i + 100])
+        for f in artifacts:
+            if Path(f).exists():
+                client.log_artifact(run_id, str(f), artifact_path=artifact_path)
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id, "FINISHED")
+    return run_id

@@ -1,0 +1,141 @@
+"""The MLflow store: where it is (``STORE_LOCATION``), its clients, its experiment.
+
+Store creation (schema migrations and the experiment) is serialised by a file lock beside a
+sqlite store, so any number of processes may start at once on a fresh store; every write is
+retried with bounded backoff while sqlite reports 'database is locked'.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+
+from pipeline import PROJECT_ROOT
+from pipeline.tracking.logs import quiet_library_logs
+
+log = logging.getLogger(__name__)
+
+# the experiment's type as MLflow 3 records it: model training, not GenAI (the UI still opens in
+# its GenAI view unless the address asks for the "Model training" one: UI_QUERY)
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+UI_QUERY = "workflowType=machine_learning"
+
+
+def resolve_uri(uri: str | None = None) -> str:
+    """The store the runs go to (``STORE_LOCATION``: ``uri``, else ``$MLFLOW_TRACKING_URI``, else
+    the project's ``mlflow.db``); a relative sqlite path is made absolute (from the working
+    directory)."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
+    db = sqlite_path(uri)
+    if db is not None and not db.is_absolute():
+        uri = f"sqlite:///{db.resolve()}"
+    return uri
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (None for other stores and in-memory)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri[len("sqlite:///") :].split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+def _artifact_root(uri: str) -> str | None:
+    """Local artifact folder beside a sqlite file store (``mlartifacts/``)."""
+    db = sqlite_path(uri)
+    return (db.parent / "mlartifacts").resolve().as_uri() if db is not None else None
+
+
+@contextmanager
+def store_lock(uri: str, timeout: float = 600.0):
+    """Serialise first-time creation of a sqlite store across processes (``<db>.lock``)."""
+    db = sqlite_path(uri)
+    if db is None:
+        yield
+        return
+    from filelock import FileLock
+
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{db}.lock", timeout=timeout):
+        yield
+
+
+_TRANSIENT = ("database is locked", "database table is locked", "database is busy")
+_jitter = random.Random()  # private: never touches the global random state of a run
+
+
+def retrying(fn: Callable, attempts: int = 10, first: float = 0.05, cap: float = 2.0,
+             also: tuple[str, ...] = ()) -> Callable:  # fmt: skip
+    """``fn`` retried while sqlite reports a lock, with jittered exponential backoff: at most
+    ``attempts`` calls and about 20 s of sleep in all (each call may also wait out MLflow's own
+    20 s sqlite busy timeout); other errors pass through at once."""
+
+    def call(*args, **kwargs):
+        delay = first
+        for attempt in range(attempts):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as e:
+                text = str(e)
+                if attempt == attempts - 1 or not any(s in text for s in (*_TRANSIENT, *also)):
+                    raise
+                first_line = text.splitlines()[0] if text else ""
+                log.debug("mlflow: %s; retry %d in %.2f s", first_line, attempt + 1, delay)
+                time.sleep(delay * (1.0 + _jitter.random()))
+                delay = min(cap, 2 * delay)
+
+    return call
+
+
+class RetryingClient:
+    """An MlflowClient whose calls retry while sqlite is locked by another process."""
+
+    def __init__(self, client):
+        self._client = client
+
+    def __getattr__(self, name: str):
+        if name.startswith("__") or name == "_client":  # copy and pickle: not the client's
+            raise AttributeError(name)
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+        # a concurrent run may insert the same dataset between MLflow's check and its insert
+        also = ("UNIQUE constraint failed",) if name == "log_inputs" else ()
+        return retrying(attr, also=also)
+
+
+def client_for(uri: str | None = None) -> RetryingClient:
+    """An MlflowClient on the resolved store; the store is created (migrations) under a file
+    lock, so concurrent first starts are safe."""
+    from mlflow.tracking import MlflowClient
+
+    quiet_library_logs()  # before the store's creation logs its first line
+    uri = resolve_uri(uri)
+    with store_lock(uri):
+        return RetryingClient(MlflowClient(tracking_uri=uri))
+
+
+def ensure_experiment(client, name: str) -> str:
+    """The experiment's id, created (with the store) if needed; safe against concurrent creators.
+    The experiment's type is recorded as model training (``EXPERIMENT_KIND``)."""
+    with store_lock(client.tracking_uri):
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            try:
+                return client.create_experiment(
+                    name,
+                    artifact_location=_artifact_root(client.tracking_uri),
+                    tags=dict([EXPERIMENT_KIND]),
+                )
+            except Exception:  # another process created it (a store without our lock)
+                exp = client.get_experiment_by_name(name)
+                if exp is None:
+                    raise
+        if exp.tags.get(EXPERIMENT_KIND[0]) is None:
+            client.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)
+        return exp.experiment_id
