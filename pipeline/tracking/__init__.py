@@ -1,6 +1,7 @@
 """MLflow tracking: one MLflow run per training run, one parent run per Hydra multirun sweep.
 
-Where the store is: ``STORE_LOCATION`` (``store.py``); a sqlite store keeps its artifacts in
+Where the store is: ``STORE_LOCATION`` (:mod:`pipeline.compose.options`, said one way in
+README.md, ``--help`` and conf/); a sqlite store keeps its artifacts in
 ``mlartifacts/`` beside it. Everything is logged in batches through MlflowClient.
 
 What goes where, so that a run's chart view opens on the curves:
@@ -32,6 +33,7 @@ The modules, each importing only those above it in this list:
 - ``sweep``: the Hydra callback of a multirun (``conf/config.yaml``) and its comparison.
 """
 
+from pipeline.compose.options import STORE_LOCATION
 from pipeline.tracking.datasets import dataset_inputs
 from pipeline.tracking.mapping import RESULT_METRICS
 from pipeline.tracking.run import (
@@ -46,7 +48,6 @@ from pipeline.tracking.run import (
 )
 from pipeline.tracking.selection import log_selection
 from pipeline.tracking.store import (
-    STORE_LOCATION,
     UI_QUERY,
     client_for,
     ensure_experiment,

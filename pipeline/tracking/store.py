@@ -1,4 +1,5 @@
-"""The MLflow store: where it is (``STORE_LOCATION``), its clients, its experiment.
+"""The MLflow store: where it is (``pipeline.compose.options.STORE_LOCATION``), its clients, its
+experiment.
 
 Store creation (schema migrations and the experiment) is serialised by a file lock beside a
 sqlite store, so any number of processes may start at once on a fresh store; every write is
