@@ -18,7 +18,7 @@ import torch
 from pipeline import RunError
 from pipeline.core.records import read_events, read_history
 from pipeline.core.trace import read_jobs
-from pipeline.engines.rpc.server import free_port
+from pipeline.engines.rpc.launch import free_port
 from pipeline.runner import run_experiment
 from tests.conftest import PROJECT_ROOT, compose_cfg, run_cli
 
