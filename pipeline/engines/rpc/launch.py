@@ -4,7 +4,7 @@ Two launchers: ``spawn`` starts ``n`` fresh interpreters here (``python -m
 pipeline.engines.rpc.worker``; spawned, never forked, so nothing of the server's process leaks in)
 on a port whose store the server binds before anyone starts, with their output in
 ``workers.log``; ``torchrun`` takes the ranks from the environment (torchrun started every
-rank). On one
+rank; the workers' output comes through the rendezvous store into ``workers.log``). On one
 machine the group stays on the loopback interface. However a run ends, every process started
 here is reaped.
 """
@@ -118,6 +118,21 @@ class Workers:
     def kill(self, w: int) -> None:
         if w < len(self.procs) and self.procs[w].poll() is None:
             self.procs[w].kill()
+
+    def write_output(self, store: dist.TCPStore | None) -> None:
+        """torchrun: ``workers.log`` from the output each worker sent through the store (up to
+        its ``stop``; a worker on another machine also prints it on its own console)."""
+        parts = []
+        for r in range(1, self.n + 1):
+            try:
+                data = protocol.read_output(store, r) if store is not None else b""
+            except Exception as e:  # the store is gone (torchrun stopped): say so
+                data = f"(output not available: {' '.join(str(e).split())[:200]})\n".encode()
+            if data and not data.endswith(b"\n"):
+                data += b"\n"
+            parts.append(f"-- worker {r - 1} (rank {r}) --\n".encode() + data)
+        with open(self.log_path, "ab") as f:
+            f.write(b"".join(parts))
 
     def reap(self, deadline: float, clean: bool) -> None:
         """Wait for every process started here until ``deadline`` (at most 2 s more after an

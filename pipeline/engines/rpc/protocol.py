@@ -5,7 +5,9 @@ and the messages. The server (rank 0, :mod:`~pipeline.engines.rpc.server`) and t
 Start-up handshake, through the rendezvous store (a TCP store whose every wait has a deadline),
 before the RPC group forms: the server publishes the resolved configuration and the worker
 builder (``"module:function"``, :attr:`Experiment.worker_builder`); each worker fetches both,
-builds its part and reports ``ready`` (pid, device, host) or ``failed`` (why).
+builds its part and reports ``ready`` (pid, device, host) or ``failed`` (why). Under torchrun a
+worker also appends its console output to the store (:func:`send_output`), which the server
+writes to ``workers.log``.
 
 Messages, one per job each way (flat contiguous tensors), over torch.distributed.rpc:
 
@@ -146,6 +148,19 @@ def read_state(store: dist.TCPStore, rank: int) -> tuple[str, object] | None:
         if store.check([key]):
             return kind, json.loads(store.get(key))
     return None
+
+
+OUTPUT_LIMIT = 1 << 20  # bytes of a worker's output sent through the store, at most
+
+
+def send_output(store: dist.TCPStore, rank: int, data: bytes) -> None:
+    """Append a worker's console output (torchrun: the server writes it to ``workers.log``)."""
+    store.append(f"asgd/output/{rank}", data)
+
+
+def read_output(store: dist.TCPStore, rank: int) -> bytes:
+    key = f"asgd/output/{rank}"
+    return bytes(store.get(key)) if store.check([key]) else b""
 
 
 # -- the messages ------------------------------------------------------------------------------

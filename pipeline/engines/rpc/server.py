@@ -495,8 +495,8 @@ class RpcEngine:
 
     # -- shutdown --------------------------------------------------------------------------------
     def _shutdown(self) -> None:
-        """Stop the workers (politely, then not), leave the group, reap every process started
-        here."""
+        """Stop the workers (politely, then not), leave the group, write ``workers.log`` (under
+        torchrun), reap every process started here."""
         timeout = float(self.ec.shutdown_timeout)
         deadline = time.monotonic() + timeout
         if self.rpc_up:
@@ -525,6 +525,8 @@ class RpcEngine:
             except Exception:
                 pass
             self.rpc_up = False
+        if self.torchrun:  # a worker's output up to its stop
+            self.workers.write_output(self._store)
         self._store = None
         protocol.hand_over_store(None)
         self.workers.reap(deadline, self._clean)

@@ -23,6 +23,7 @@ import traceback
 from collections.abc import Callable
 
 import torch
+import torch.distributed as dist
 import torch.distributed.rpc as rpc
 from omegaconf import OmegaConf
 
@@ -42,11 +43,13 @@ class JobRunner:
         sampler,
         device: torch.device,
         worker: int = 0,
+        on_stop: Callable[[], None] | None = None,
     ):
         self.objective = objective
         self.fault = fault_for(worker)
         self.sampler = sampler
         self.device = device
+        self.on_stop = on_stop
         self.cond = threading.Condition()
         self.pending: dict[int, tuple] = {}
         self.cancelled: set[int] = set()
@@ -75,6 +78,8 @@ class JobRunner:
         self.wake.set()
         with self.cond:
             self.cond.notify()
+        if self.on_stop is not None:
+            self.on_stop()
 
     def _next(self):
         with self.cond:
@@ -122,6 +127,85 @@ class JobRunner:
                 fut.set_result((OK, seq, g, compute))
 
 
+# ---------------------------------------------------------------------- output under torchrun
+class ConsoleOutput:
+    """Under torchrun: this process's stdout and stderr (file descriptors 1 and 2, so C++ output
+    too) still reach the console, and are also sent through the rendezvous store (at most
+    :data:`~pipeline.engines.rpc.protocol.OUTPUT_LIMIT` bytes), where the server takes them for
+    ``workers.log``: what a spawned worker writes into that file directly."""
+
+    def __init__(self, store: dist.TCPStore, rank: int):
+        self.store = store
+        self.rank = rank
+        self.buf = bytearray()
+        self.sent = 0
+        self.lock = threading.Lock()  # the buffer
+        self.sending = threading.Lock()  # the store (the main thread, and stop on an RPC thread)
+        self.saved: dict[int, int] = {}
+        self.threads: list[threading.Thread] = []
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd in (1, 2):
+            try:
+                saved = os.dup(fd)
+            except OSError:  # no such stream: nothing to pass on
+                continue
+            r, w = os.pipe()
+            os.dup2(w, fd)
+            os.close(w)
+            self.saved[fd] = saved
+            t = threading.Thread(target=self._pump, args=(r, saved), daemon=True)
+            t.start()
+            self.threads.append(t)
+
+    def _pump(self, r: int, console: int) -> None:
+        while True:
+            try:
+                data = os.read(r, 1 << 16)
+            except OSError:
+                break
+            if not data:
+                break
+            view = memoryview(data)
+            try:
+                while view:
+                    view = view[os.write(console, view) :]
+            except OSError:
+                pass
+            with self.lock:
+                self.buf += data
+        os.close(r)
+
+    def flush(self) -> None:
+        with self.sending:
+            with self.lock:
+                data, self.buf = bytes(self.buf), bytearray()
+            room = protocol.OUTPUT_LIMIT - self.sent
+            if not data or room <= 0:
+                return
+            if len(data) > room:
+                note = f"\n[output beyond {protocol.OUTPUT_LIMIT} bytes: see the console]\n"
+                data = data[:room] + note.encode()
+            self.sent += len(data)
+            try:
+                protocol.send_output(self.store, self.rank, data)
+            except Exception:  # the store is gone: the console still has it
+                pass
+
+    def close(self) -> None:
+        """Back to the console alone: what is left in the pipes still reaches it, and the store."""
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, saved in self.saved.items():
+            os.dup2(saved, fd)  # closes the pipe's write end: its reader sees the end
+        for t in self.threads:
+            t.join(2.0)
+        self.flush()
+        for saved in self.saved.values():
+            os.close(saved)
+        self.saved = {}
+
+
 # ----------------------------------------------------------------------------- worker process
 def load_builder(spec: str) -> Callable:
     """The function named ``"module:function"`` (``Experiment.worker_builder``)."""
@@ -141,25 +225,41 @@ def die_with_parent() -> None:
 def serve(rank: int, world_size: int, url: str, start_timeout: float, parent: int | None) -> int:
     """A worker's life: fetch the config and builder, build, report ready, join the RPC group,
     serve until told to stop (or until the server is gone). ``parent``: the server's pid when
-    it spawned this process; None under torchrun."""
+    it spawned this process; None under torchrun (the output then goes to the store too)."""
     protocol.register_rendezvous()
     w = rank - 1
     fault = fault_for(w)
     if fault is not None and fault[0] == "nostart":
         inject("hang")
     store = protocol.client_store(*protocol.store_address(url), start_timeout)
+    output = ConsoleOutput(store, rank) if parent is None else None
+    try:
+        return _serve(store, output, rank, world_size, url, start_timeout, parent)
+    finally:
+        if output is not None:
+            output.close()
+
+
+def _serve(store, output, rank, world_size, url, start_timeout, parent) -> int:
+    w = rank - 1
     try:
         cfg, builder = protocol.fetch_config(store)
         cfg = OmegaConf.create(cfg)
         torch.set_num_threads(int(cfg.engine.worker_threads))
         objective, sampler, device = load_builder(builder)(cfg, w)
     except Exception as e:
+        if output is not None:
+            output.flush()
         why = "".join(traceback.format_exception_only(type(e), e)).strip()
         protocol.report(store, rank, protocol.FAILED, why)
         return 1
-    runner = JobRunner(objective, sampler, device, w)
+    runner = JobRunner(objective, sampler, device, w, output.flush if output else None)
     protocol.serve_jobs(runner)
     info = {"pid": os.getpid(), "device": str(device), "host": os.uname().nodename}
+    print(f"worker {w} (rank {rank}) ready: pid {info['pid']} on {info['host']}, {device}")
+    sys.stdout.flush()
+    if output is not None:
+        output.flush()
     protocol.report(store, rank, protocol.READY, info)
     rpc.init_rpc(
         protocol.worker_name(rank),
@@ -171,6 +271,8 @@ def serve(rank: int, world_size: int, url: str, start_timeout: float, parent: in
     try:
         misses = 0
         while not runner.stopping.wait(1.0):
+            if output is not None:
+                output.flush()
             if parent is not None and os.getppid() != parent:
                 break  # the server process is gone
             if parent is None:  # launched by torchrun: is the server still there?
