@@ -3,6 +3,7 @@ interpreters; each test checks that none is left behind."""
 
 from __future__ import annotations
 
+import ast
 import os
 import signal
 import socket
@@ -18,7 +19,7 @@ import torch
 from pipeline import RunError
 from pipeline.core.records import read_events, read_history
 from pipeline.core.trace import read_jobs
-from pipeline.engines.rpc.server import free_port
+from pipeline.engines.rpc.launch import free_port
 from pipeline.runner import run_experiment
 from tests.conftest import PROJECT_ROOT, compose_cfg, run_cli
 
@@ -101,6 +102,9 @@ def test_rpc_run_writes_complete_records(tmp_path, small_data, mlflow_uri):
     arrived = [j for j in jobs if j["status"] == "arrived"]
     assert len(arrived) == 60 and len(jobs) == 63  # the 3 jobs still running at the end
     assert {j["status"] for j in jobs} == {"arrived", "unfinished"}
+    log = (tmp_path / "workers.log").read_text()  # the workers' own output
+    for w, info in enumerate(summary["workers"]):
+        assert f"worker {w} (rank {w + 1}) ready: pid {info['pid']}" in log
     # a job lasts at least its emulated time (>= 0 here), and ends when its event is handled
     assert sorted(j["end"] for j in arrived) == pytest.approx(times)
     assert all(j["end"] >= j["start"] for j in arrived)
@@ -221,6 +225,46 @@ def test_a_rank_that_never_starts_ends_the_run_within_start_timeout(
     assert summary["status"] == "failed"
     assert summary["error"].startswith("workers 1 did not start within 15 s")
     assert not any("pipeline.engines.rpc.worker" in _cmdline(p) for p in _children())
+
+
+_TEE = """
+import os, time
+from pipeline.engines.rpc import protocol, worker
+
+class Store:
+    def __init__(self):
+        self.data = {}
+
+    def append(self, key, value):
+        self.data[key] = self.data.get(key, b"") + value
+
+protocol.OUTPUT_LIMIT = 40
+store = Store()
+out = worker.ConsoleOutput(store, 2)
+print("to stdout", flush=True)
+os.write(2, b"to stderr from C\\n")
+time.sleep(0.5)  # the pipes' readers are threads
+out.flush()
+print("x" * 50, flush=True)
+out.close()
+print(repr(store.data["asgd/output/2"]))
+"""
+
+
+def test_a_torchrun_workers_output_reaches_the_store_and_the_console():
+    """What a worker under torchrun writes (Python or C, stdout or stderr) still goes to its
+    console, and to the store for the server's workers.log, up to OUTPUT_LIMIT bytes."""
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    out = subprocess.run(
+        [sys.executable, "-c", _TEE], cwd=PROJECT_ROOT, env=env, capture_output=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr.decode()
+    lines = out.stdout.decode().splitlines()
+    assert lines[:2] == ["to stdout", "x" * 50]
+    assert out.stderr.decode() == "to stderr from C\n"
+    sent = ast.literal_eval(lines[2])
+    assert sorted(sent.splitlines()[:2]) == [b"to stderr from C", b"to stdout"]
+    assert sent[27:] == b"x" * 13 + b"\n[output beyond 40 bytes: see the console]\n"
 
 
 def test_a_taken_port_is_one_clear_error(tmp_path, small_data):
@@ -395,7 +439,8 @@ def _torchrun(tmp_path, *extra):
 @pytest.mark.slow
 def test_torchrun_on_loopback(tmp_path, small_data):
     """Ranks from the environment: rank 0 is the server and the only one that writes records;
-    ranks 1 and 2 are workers that take their configuration from it."""
+    ranks 1 and 2 are workers that take their configuration from it, and whose output (still
+    on the console) reaches the server's workers.log through the rendezvous store."""
     import json
 
     proc = _torchrun(tmp_path, small_data, "budget.gradients=120")
@@ -406,6 +451,11 @@ def test_torchrun_on_loopback(tmp_path, small_data):
     assert len(summary["workers"]) == 2
     assert len(read_events(tmp_path / "run" / "events.csv")) == 120
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # workers wrote nothing
+    log = (tmp_path / "run" / "workers.log").read_text()
+    for w, info in enumerate(summary["workers"]):
+        ready = f"worker {w} (rank {w + 1}) ready: pid {info['pid']}"
+        assert f"-- worker {w} (rank {w + 1}) --\n{ready}" in log, log
+        assert ready in out  # and on torchrun's console
     assert_no_workers_left(summary)
 
 
@@ -454,6 +504,8 @@ def test_torchrun_on_two_nodes(tmp_path, small_data):
         per_worker[int(e["worker"])] += 1
     assert all(c > 0 for c in per_worker.values()), per_worker  # node 1's workers took part
     assert list(node_b.iterdir()) == []  # node 1 wrote nothing
+    log = (tmp_path / "run" / "workers.log").read_text()
+    assert all(f"worker {w} (rank {w + 1}) ready" in log for w in range(3)), log
     assert_no_workers_left(summary)
 
 
@@ -484,6 +536,7 @@ def test_torchrun_with_a_rank_killed_ends_cleanly(tmp_path, small_data):
     assert summary["status"] in ("killed", "failed")
     assert [f["worker"] for f in summary["failures"]] == [1]
     assert len(read_events(tmp_path / "run" / "events.csv")) == summary["gradients"] > 0
+    assert "worker 0 (rank 1) ready" in (tmp_path / "run" / "workers.log").read_text()
     assert not [p for p in _descendants(proc.pid) if alive(p)]
     assert_no_workers_left(summary)
 
