@@ -1,0 +1,280 @@
+"""The parameter server's event loop for ``engine=rpc``: :class:`ServerLoop` sends jobs, takes
+finished futures from a queue and hands each arrival to the dispatcher (unordered: as they
+happen; ordered: in the simulated clock's order), watching every job's deadline; and
+:class:`JobsFile` writes ``jobs.csv`` (every job's real start and end, what ``topology=trace``
+replays). :mod:`~pipeline.engines.rpc.server` starts and stops the run around it."""
+
+from __future__ import annotations
+
+import csv
+import math
+import queue
+import time
+from collections import deque
+from heapq import heappop, heappush
+from pathlib import Path
+
+import torch.distributed.rpc as rpc
+
+from pipeline.core.trace import JOB_COLUMNS
+from pipeline.engines.base import BY_EXHAUSTION, BY_FAILURE, BY_GRADIENTS, BY_TIME
+from pipeline.engines.dispatch import Dispatcher
+from pipeline.engines.rpc import protocol
+from pipeline.engines.rpc.protocol import ERROR, OK, RunFailure
+
+
+class JobsFile:
+    """``jobs.csv``: one row per job, written when it ends (what ``topology=trace`` replays)."""
+
+    def __init__(self, path: Path, n: int):
+        self._file = open(path, "w", newline="")  # noqa: SIM115
+        self._writer = csv.writer(self._file, lineterminator="\n")
+        self._writer.writerow(JOB_COLUMNS)
+        self.open: list[tuple[int, int, float] | None] = [None] * n  # (seq, version, start)
+
+    def start(self, w: int, seq: int, version: int, now: float) -> None:
+        self.open[w] = (seq, version, now)
+
+    def end(self, w: int, status: str, now: float, compute: float | None = None) -> None:
+        seq, v, start = self.open[w]
+        self.open[w] = None
+        end = "" if status in ("unfinished", "lost") else repr(now)
+        c = "" if compute is None else repr(compute)
+        self._writer.writerow((w, seq - 1, v, repr(start), end, status, c))
+
+    def close(self, now: float) -> None:
+        if self._file is None:
+            return
+        for w, job in enumerate(self.open):
+            if job is not None:
+                self.end(w, "unfinished", now)
+        self._file.close()
+        self._file = None
+
+
+class ServerLoop:
+    """One run's loop on the server: sends jobs, takes finished ones from the inbox, hands each
+    arrival to the :class:`Dispatcher` (in real order, or in the simulated clock's order when
+    ``ordered``), writes ``jobs.csv``, and loses workers that die or miss their deadline."""
+
+    def __init__(self, engine):  # the RpcEngine of server.py (which imports this module)
+        ec = engine.ec
+        n = self.n = engine.n
+        self.engine = engine
+        self.rule = engine.rule
+        self.server = engine.server
+        self.control = engine.control
+        self.recorder = engine.recorder
+        self.workers = engine.workers
+        self.times = engine.exp.times
+        self.ordered = engine.ordered
+        self.synchronous = engine.synchronous
+        self.on_worker_failure = ec.on_worker_failure
+        self.scale = 0.0 if (engine.native or self.ordered) else float(ec.time_scale)
+        self.job_timeout = float(ec.job_timeout)
+        self.names = [protocol.worker_name(w + 1) for w in range(n)]
+        self.inbox: queue.Queue = queue.Queue()
+        self.seq = [0] * n  # jobs sent to each worker so far
+        self.live = [0] * n  # the number of each worker's running job; 0 once cancelled or lost
+        self.grads: list = [None] * n  # the current job's gradient, once it arrived
+        self.compute: list[float | None] = [None] * n  # its compute seconds
+        self.arrived: deque[int] = deque()  # unordered: workers whose current job arrived
+        self.lost = [False] * n
+        self.heap: list[tuple[float, int, int]] = []  # ordered: (simulated end, worker, seq)
+        self.sim_now = 0.0  # ordered: the simulated clock
+        self.failures: list[dict] = []
+        self.iterates = [self.server.x] if engine.trace_iterates else None
+        self.t0 = time.perf_counter()
+        self.cpu0 = 0.0
+        self.now = 0.0
+        self.last_watch = 0.0
+        self.jobs = JobsFile(self.recorder.outdir / "jobs.csv", n)
+        self.core = Dispatcher(self.rule, self.start_job, self.cancel_job, self.apply, self.server)
+
+    # -- the dispatcher's hands ------------------------------------------------------------------
+    def start_job(self, w: int, v: int) -> None:
+        self.seq[w] += 1
+        s = self.live[w] = self.seq[w]
+        self.grads[w] = None
+        d = self.times.next(w)
+        if self.ordered:
+            heappush(self.heap, (self.sim_now + d, w, s))
+        wait = d * self.scale if math.isfinite(d) else 0.0
+        self.jobs.start(w, s, v, self.now)
+        fut = rpc.rpc_async(
+            self.names[w], protocol.run_job, args=(s, self.server.point(v).cpu(), wait),
+            timeout=wait + self.job_timeout,
+        )  # fmt: skip
+        fut.add_done_callback(lambda f, w=w, s=s: self.inbox.put((w, s, f)))
+
+    def cancel_job(self, w: int, v: int) -> None:
+        self.jobs.end(w, "cancelled", self.now)
+        s = self.live[w]
+        self.live[w] = 0  # its result, should it come, is stale
+        f = rpc.rpc_async(self.names[w], protocol.cancel_job, args=(s,), timeout=self.job_timeout)
+        f.add_done_callback(lambda f: None)
+
+    def apply(self, w: int, v: int, weight: float, step: bool) -> None:
+        if weight:
+            self.server.add(weight, self.grads[w], step)
+        elif step:
+            self.server.step()
+        if w >= 0:
+            self.grads[w] = None
+
+    # -- workers ---------------------------------------------------------------------------------
+    def pump(self, timeout: float) -> None:
+        """Handle one finished job (or time out)."""
+        try:
+            w, s, fut = self.inbox.get(timeout=timeout)
+        except queue.Empty:
+            return
+        if self.lost[w] or s != self.live[w]:
+            return  # a cancelled or lost job's late result
+        try:
+            res = fut.value()
+        except Exception as e:
+            text = str(e)
+            if "On WorkerInfo" in text:  # the worker's own code raised: not a lost worker
+                last = [ln for ln in text.strip().splitlines() if ln.strip()][-1]
+                raise RunFailure(f"worker {w} failed: {last.strip()}") from None
+            cause = " ".join(text.split())[:200]
+            low = cause.lower()
+            if "timed out" in low or "timeout" in low:
+                cause = f"job did not finish within its wait + {self.job_timeout:g} s"
+            elif "eof" in low or "pipe closed" in low or "connection" in low:
+                cause = f"connection lost ({cause.split(' (')[0]})"
+            self.lose(w, cause)
+            return
+        if res[0] == ERROR:
+            raise RunFailure(f"worker {w} failed: {res[2]}")
+        if res[0] == OK:
+            self.grads[w] = res[2].to(self.server.x.device)
+            self.compute[w] = res[3]
+            if not self.ordered:
+                self.arrived.append(w)
+
+    def watch(self) -> None:
+        """Lose the workers whose process (started here) has exited."""
+        self.now = time.perf_counter() - self.t0
+        for w in range(self.n):
+            code = None if self.lost[w] else self.workers.exit_code(w)
+            if code is not None:
+                self.lose(w, f"process exited with code {code}")
+
+    def lose(self, w: int, cause: str) -> None:
+        if self.lost[w]:
+            return
+        self.lost[w] = True
+        self.failures.append({"worker": w, "time": self.now, "cause": cause})
+        if self.jobs.open[w] is not None:
+            self.jobs.end(w, "lost", self.now)
+        self.live[w] = 0
+        self.workers.kill(w)
+        if self.synchronous and self.on_worker_failure == "abort":
+            raise RunFailure(
+                f"worker {w} lost ({cause}); {self.rule.name} is synchronous and "
+                "engine.on_worker_failure=abort"
+            )
+        try:
+            d = self.core.lose(w, self.now)
+        except RuntimeError as e:
+            raise RunFailure(f"worker {w} lost ({cause}): {e}") from None
+        if d is not None and d.step:
+            self.stepped()
+
+    def stepped(self) -> bool:
+        """After a server step; True when the run must stop (it diverged)."""
+        server = self.server
+        if self.iterates is not None:
+            self.iterates.append(server.x)
+        return self.control.stepped(server.x, server.version, self.core.gradients, self.now)
+
+    # -- the next arrival ------------------------------------------------------------------------
+    def next_ordered(self, budget_t: float | None) -> int | str | None:
+        """The worker whose job ends first on the simulated clock, once its gradient is here;
+        a ``stopped_by`` reason, or None to look again (that worker was lost)."""
+        heap, live = self.heap, self.live
+        while heap and live[heap[0][1]] != heap[0][2]:
+            heappop(heap)  # cancelled or lost
+        if not heap:
+            return BY_EXHAUSTION
+        t, w, _ = heap[0]
+        if budget_t is not None and t > budget_t:
+            return BY_TIME
+        while self.grads[w] is None and not self.lost[w]:
+            self.pump(0.2)
+            self.watch()
+        if self.lost[w]:
+            return None
+        heappop(heap)
+        self.sim_now = t
+        return w
+
+    def next_unordered(self, budget_t: float | None) -> int | str:
+        """The worker whose job really arrived first, or a ``stopped_by`` reason."""
+        while not self.arrived:
+            if self.core.in_flight == 0:
+                break
+            self.pump(0.2)
+            now = time.perf_counter() - self.t0
+            if now - self.last_watch > 0.2:
+                self.last_watch = now
+                self.watch()
+            if budget_t is not None and now > budget_t:
+                break
+        self.now = time.perf_counter() - self.t0
+        if budget_t is not None and self.now > budget_t:
+            self.now = budget_t
+            return BY_TIME
+        if not self.arrived:
+            return BY_EXHAUSTION  # nothing in flight
+        return self.arrived.popleft()
+
+    # -- the run ---------------------------------------------------------------------------------
+    def run(self) -> None:
+        """Until a budget, divergence, exhaustion or failure; the result goes to the control."""
+        control, core, recorder = self.control, self.core, self.recorder
+        budget_g = control.budget_gradients if control.budget_gradients is not None else -1
+        budget_t = control.budget_time
+        status, stopped_by = "finished", BY_EXHAUSTION
+        control.start(self.server.x)
+        self.t0 = time.perf_counter()
+        self.cpu0 = time.process_time()
+        self.now = 0.0
+        try:
+            core.begin()
+            while True:
+                if self.ordered:
+                    w = self.next_ordered(budget_t)
+                    if w is None:
+                        continue
+                else:
+                    w = self.next_unordered(budget_t)
+                if isinstance(w, str):
+                    stopped_by = w
+                    break
+                self.now = time.perf_counter() - self.t0
+                self.jobs.end(w, "arrived", self.now, self.compute[w])
+                d = core.arrive(w, self.now)
+                if len(core.rows) >= recorder.flush_every:
+                    recorder.write_events(core.rows)
+                    core.rows = []
+                if d.step and self.stepped():
+                    stopped_by = None  # diverged
+                    break
+                if core.gradients == budget_g:
+                    stopped_by = BY_GRADIENTS
+                    break
+            if stopped_by == BY_EXHAUSTION and core.alive == 0:
+                raise RunFailure("every worker is lost")
+        except RunFailure:
+            status, stopped_by = "failed", BY_FAILURE
+            raise
+        except KeyboardInterrupt:
+            status, stopped_by = "killed", None
+            raise
+        finally:
+            recorder.write_events(core.rows)
+            core.rows = []
+            self.engine.finish(status, stopped_by)
