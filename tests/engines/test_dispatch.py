@@ -54,6 +54,18 @@ def make(rule, server=None):
     return disp, calls
 
 
+def with_server(rule):
+    """A dispatcher over a real parameter server whose ``apply`` adds a gradient of ones."""
+    server = ParameterServer(torch.zeros(2))
+    disp = Dispatcher(
+        rule,
+        start_job=lambda w, v: None,
+        apply=lambda w, v, weight, step: server.add(weight, torch.ones(2), step),
+        server=server,
+    )
+    return disp, server
+
+
 def test_begin_starts_the_rules_first_workers_at_version_0():
     disp, calls = make(Scripted(3, [], start=(0, 2)))
     disp.begin()
@@ -126,15 +138,9 @@ def test_cancel_comes_before_assign_and_a_cancelled_worker_starts_its_queue():
 
 
 def test_points_are_pinned_while_a_job_needs_them_and_released_after():
-    server = ParameterServer(torch.zeros(2))
     rule = Scripted(2, [])
     rule.decisions = [Decision(0, 0.5, True, rule._solo[0])]
-    disp = Dispatcher(
-        rule,
-        start_job=lambda w, v: None,
-        apply=lambda w, v, weight, step: server.add(weight, torch.ones(2), step),
-        server=server,
-    )
+    disp, server = with_server(rule)
     disp.begin()
     assert set(server._points) == {0}
     disp.arrive(0, 1.0)
@@ -144,14 +150,8 @@ def test_points_are_pinned_while_a_job_needs_them_and_released_after():
 
 
 def test_a_rule_whose_version_disagrees_with_the_server_is_caught_at_once():
-    server = ParameterServer(torch.zeros(2))
     rule = Scripted(1, [Decision(0, 0.5, True, ())], keep_version=True)
-    disp = Dispatcher(
-        rule,
-        start_job=lambda w, v: None,
-        apply=lambda w, v, weight, step: server.add(weight, torch.ones(2), step),
-        server=server,
-    )
+    disp, _ = with_server(rule)
     disp.begin()
     with pytest.raises(AssertionError, match="server at version 1 but rule scripted at 0"):
         disp.arrive(0, 1.0)
