@@ -3,7 +3,6 @@ interpreters; each test checks that none is left behind."""
 
 from __future__ import annotations
 
-import ast
 import os
 import signal
 import socket
@@ -225,46 +224,6 @@ def test_a_rank_that_never_starts_ends_the_run_within_start_timeout(
     assert summary["status"] == "failed"
     assert summary["error"].startswith("workers 1 did not start within 15 s")
     assert not any("pipeline.engines.rpc.worker" in _cmdline(p) for p in _children())
-
-
-_TEE = """
-import os, time
-from pipeline.engines.rpc import protocol, worker
-
-class Store:
-    def __init__(self):
-        self.data = {}
-
-    def append(self, key, value):
-        self.data[key] = self.data.get(key, b"") + value
-
-protocol.OUTPUT_LIMIT = 40
-store = Store()
-out = worker.ConsoleOutput(store, 2)
-print("to stdout", flush=True)
-os.write(2, b"to stderr from C\\n")
-time.sleep(0.5)  # the pipes' readers are threads
-out.flush()
-print("x" * 50, flush=True)
-out.close()
-print(repr(store.data["asgd/output/2"]))
-"""
-
-
-def test_a_torchrun_workers_output_reaches_the_store_and_the_console():
-    """What a worker under torchrun writes (Python or C, stdout or stderr) still goes to its
-    console, and to the store for the server's workers.log, up to OUTPUT_LIMIT bytes."""
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
-    out = subprocess.run(
-        [sys.executable, "-c", _TEE], cwd=PROJECT_ROOT, env=env, capture_output=True, timeout=120
-    )
-    assert out.returncode == 0, out.stderr.decode()
-    lines = out.stdout.decode().splitlines()
-    assert lines[:2] == ["to stdout", "x" * 50]
-    assert out.stderr.decode() == "to stderr from C\n"
-    sent = ast.literal_eval(lines[2])
-    assert sorted(sent.splitlines()[:2]) == [b"to stderr from C", b"to stdout"]
-    assert sent[27:] == b"x" * 13 + b"\n[output beyond 40 bytes: see the console]\n"
 
 
 def test_a_taken_port_is_one_clear_error(tmp_path, small_data):
