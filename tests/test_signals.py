@@ -31,8 +31,8 @@ def _start(args: list[str], mlflow_uri: str) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
 
 
-def _terminate_when_recording(proc: subprocess.Popen, run_dir: Path) -> tuple[str, float]:
-    """Wait until ``history.csv`` has rows on disk, send SIGTERM; (stderr, seconds to exit)."""
+def _terminate_when_recording(proc: subprocess.Popen, run_dir: Path) -> str:
+    """Wait until ``history.csv`` has rows on disk, send SIGTERM; its stderr once it ended."""
     history = run_dir / "history.csv"
     try:
         deadline = time.monotonic() + 120
@@ -40,10 +40,10 @@ def _terminate_when_recording(proc: subprocess.Popen, run_dir: Path) -> tuple[st
             if time.monotonic() > deadline or proc.poll() is not None:
                 pytest.fail(f"the run never got going: {proc.communicate(timeout=30)[1][-2000:]}")
             time.sleep(0.1)
-        sent = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-        return err, time.monotonic() - sent
+        # a hang guard, not a speed assertion: a run that handles the signal ends in seconds
+        _, err = proc.communicate(timeout=180)
+        return err
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -74,10 +74,9 @@ def _assert_killed_run(run_dir: Path, mlflow_uri: str) -> dict:
 def test_sigterm_ends_an_event_engine_run_like_ctrl_c(tmp_path, small_data, mlflow_uri):
     run_dir = tmp_path / "run"
     proc = _start([*LONG, f"dataset.path={small_data}", f"hydra.run.dir={run_dir}"], mlflow_uri)
-    err, took = _terminate_when_recording(proc, run_dir)
+    err = _terminate_when_recording(proc, run_dir)
     assert proc.returncode == 143, err[-2000:]
     assert err.strip().splitlines()[-1] == "error: terminated (SIGTERM)"
-    assert took < 30
     _assert_killed_run(run_dir, mlflow_uri)
 
 
@@ -88,7 +87,7 @@ def test_sigterm_during_a_multirun_kills_the_job_and_the_sweep(tmp_path, small_d
         ["-m", *LONG, f"dataset.path={small_data}", "seed=0,1,2", f"hydra.sweep.dir={sweep}"],
         mlflow_uri,
     )
-    err, _ = _terminate_when_recording(proc, sweep / "0")
+    err = _terminate_when_recording(proc, sweep / "0")
     assert proc.returncode == 143, err[-2000:]
     assert not (sweep / "1").exists()  # the sweep stopped: no further job started
     child = _assert_killed_run(sweep / "0", mlflow_uri)
