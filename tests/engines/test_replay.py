@@ -177,6 +177,25 @@ def test_replay_equals_the_reference(method, topology, path, tmp_path, small_dat
             batched=batched, fused=fused, chunk=37)  # fmt: skip
 
 
+@pytest.mark.parametrize("noise", ["none", "gamma", "halfnormal"])
+def test_every_noise_model_equals_the_reference(noise, tmp_path, small_data):
+    """Linear workers (tau_i = 0.5 i: ties at every multiple of 0.5 without noise), each noise
+    model's durations drawn by the reference from the documented stream."""
+    method = ("asgd_drop", "optimizer.threshold=3")
+    overrides = (
+        "topology=linear", "topology.n_workers=4", "topology.tau=0.5", f"topology.noise={noise}",
+        "topology.gamma_shape=3", "topology.jitter=0.3",
+    )  # fmt: skip
+    n, jobs = 4, 3 * 400 + 4
+    durations = ref.job_durations([0.5, 1.0, 1.5, 2.0], noise, SEED, jobs, 3.0, 0.3)
+    data = least_squares(small_data)
+    expected = ref.run_reference(
+        method_of(method, 0.05), data, durations,
+        ref.minibatches(len(data.y), 8, SEED, n, jobs), 7, 400,
+    )  # fmt: skip
+    compare(tmp_path, small(small_data, method, overrides, "batch_size=8"), expected, chunk=37)
+
+
 @pytest.mark.parametrize("method", METHODS[:2], ids=" ".join)
 def test_full_gradients_equal_the_reference(method, tmp_path, small_data):
     """batch_size=null: every job's gradient on all rows (no sample stream)."""
