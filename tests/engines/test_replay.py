@@ -1,20 +1,48 @@
-"""The event engine's schedule/replay split against the plain event loop it replaced
-(tests/reference_engine.py): the same arrivals, the same records, the same iterates, for every
-method, several topologies, both replay paths (batched and one by one) and chunks that cut runs
-anywhere."""
+"""The event engine (schedule and replay, every path) against an independent reference
+(tests/reference_engine.py: a plain event loop written from docs/methods.md that imports
+nothing it checks): the same arrivals, the same records, the same iterates, for every method,
+several topologies, both replay paths (batched and one by one) and chunks that cut runs
+anywhere. The reference's job durations, samples and random assignments are generated here
+from the documented seeded streams, its worker times written by hand."""
 
 from __future__ import annotations
+
+import ast
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from models.datasets import load_npz
 from pipeline.compose.build import build_experiment
 from pipeline.core.records import RunRecorder, read_events, read_history
 from pipeline.engines.base import RunControl
 from pipeline.engines.sim import SimEngine
+from tests import reference_engine as ref
 from tests.conftest import compose_cfg
-from tests.reference_engine import EventLoopEngine
+
+REFERENCE = Path(ref.__file__)
+#: what the reference may import: numpy and the standard library, nothing of the project
+REFERENCE_MAY_IMPORT = {"__future__", "collections", "dataclasses", "heapq", "math", "numpy"}
+CHECKED = ("pipeline", "models")  # in particular pipeline.engines, pipeline.core.methods,
+# pipeline.core.topology, pipeline.core.streams, pipeline.core.server, models.objectives,
+# models.noise
+
+
+def test_the_reference_engine_imports_nothing_it_checks():
+    imported = set()
+    for node in ast.walk(ast.parse(REFERENCE.read_text())):
+        if isinstance(node, ast.Import):
+            imported.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, "a relative import in the reference"
+            imported.add(node.module)
+    assert imported, "the checker saw no import at all"
+    tops = {name.split(".")[0] for name in imported}
+    assert not tops & set(CHECKED), sorted(imported)
+    assert tops <= REFERENCE_MAY_IMPORT, sorted(tops - REFERENCE_MAY_IMPORT)
+
 
 METHODS = [
     ("minibatch",),
@@ -27,15 +55,50 @@ METHODS = [
     ("ringmaster", "optimizer.threshold=3"),
     ("ringmaster", "optimizer.threshold=3", "optimizer.cancel=true"),
 ]
+# (overrides, the reference's tau_i by hand (docs/methods.md section 4), its noise)
 TOPOLOGIES = [
-    ("topology=sqrt", "topology.n_workers=5", "topology.noise=exponential"),
-    ("topology=straggler", "topology.n_workers=5", "topology.factor=10", "topology.noise=gamma"),
-    ("topology=custom", "topology.n_workers=4", "topology.times=[1.0,1.5,2.0,3.0]"),
-]
+    (("topology=sqrt", "topology.n_workers=5", "topology.noise=exponential"),
+     np.sqrt([1.0, 2.0, 3.0, 4.0, 5.0]), "exponential"),
+    (("topology=straggler", "topology.n_workers=5", "topology.factor=10", "topology.noise=gamma"),
+     [1.0, 1.0, 1.0, 1.0, 10.0], "gamma"),
+    (("topology=custom", "topology.n_workers=4", "topology.times=[1.0,1.5,2.0,3.0]"),
+     [1.0, 1.5, 2.0, 3.0], "none"),
+]  # fmt: skip
 TOPOLOGY_PARAMS = [
-    pytest.param(t, id=t[0], marks=() if i == 0 else pytest.mark.slow)
+    pytest.param(t, id=t[0][0], marks=() if i == 0 else pytest.mark.slow)
     for i, t in enumerate(TOPOLOGIES)
 ]
+SEED = 0  # the config's default seed
+
+
+def method_of(method: tuple, lr: float) -> ref.Method:
+    """The reference's method from the overrides of METHODS."""
+    keys = dict(o.removeprefix("optimizer.").split("=") for o in method[1:])
+    return ref.Method(
+        method[0], lr,
+        threshold=int(keys["threshold"]) if "threshold" in keys else None,
+        batch=int(keys["batch"]) if "batch" in keys else None,
+        cancel=keys.get("cancel") == "true",
+    )  # fmt: skip
+
+
+def reference(method, lr, taus, noise, objective, every, *, batch=None, gradients=None,
+              time=None, jobs=None):  # fmt: skip
+    """The reference run, its inputs drawn from the documented streams: ``jobs`` per worker
+    (enough for the run: every job is an arrival or a cancellation)."""
+    n = len(taus)
+    jobs = jobs or 3 * gradients + n
+    durations = ref.job_durations(taus, noise, SEED, jobs)
+    if isinstance(objective, ref.NoisyQuadratic):
+        samples = [ref.counter_normals(SEED, w, jobs, objective.dim) for w in range(n)]
+    elif batch is not None:
+        samples = ref.minibatches(len(objective.y), batch, SEED, n, jobs)
+    else:
+        samples = None
+    draws = ref.rule_draws(SEED, n, n * jobs) if method[0] == "asgd_random" else None
+    return ref.run_reference(
+        method_of(method, lr), objective, durations, samples, every, gradients, time, draws
+    )
 
 
 def run(engine_cls, cfg, out, batched=None, chunk=None, fused=None):
@@ -54,26 +117,33 @@ def run(engine_cls, cfg, out, batched=None, chunk=None, fused=None):
     return result
 
 
-def compare(tmp_path, overrides, **kw):
-    cfg = compose_cfg(*overrides)
-    ref = run(EventLoopEngine, cfg, tmp_path / "ref")
-    new = run(SimEngine, cfg, tmp_path / "new", **kw)
-    assert read_events(tmp_path / "new" / "events.csv") == read_events(
-        tmp_path / "ref" / "events.csv"
+def compare(tmp_path, overrides, expected: ref.Run, **kw):
+    """The event engine's records, result and iterates against the reference's."""
+    new = run(SimEngine, compose_cfg(*overrides), tmp_path, **kw)
+    events = read_events(tmp_path / "events.csv")
+    got = [(e["worker"], e["version"], e["delay"], e["applied"], e["time"]) for e in events]
+    want = [(w, v, d, a, t) for w, v, d, a, _, t in expected.events]
+    first = next((i for i, (g, e) in enumerate(zip(got, want, strict=False)) if g != e), None)
+    if first is not None:
+        pytest.fail(f"events differ from row {first}: engine {got[first : first + 3]}, "
+                    f"reference {want[first : first + 3]}")  # fmt: skip
+    assert len(got) == len(want)
+    # the weights: the reference's own formulas, up to rounding (lr * (n / tau) and the like)
+    np.testing.assert_allclose(
+        [e["lr"] for e in events], [e[4] for e in expected.events], rtol=1e-15, atol=0
     )
     assert (new.gradients, new.updates, new.cancelled, new.time, new.status) == (
-        ref.gradients, ref.updates, ref.cancelled, ref.time, ref.status,
+        expected.gradients, expected.updates, expected.cancelled, expected.time, expected.status,
     )  # fmt: skip
-    assert len(new.iterates) == len(ref.iterates)
-    for a, b in zip(new.iterates, ref.iterates, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
-    h_new = read_history(tmp_path / "new" / "history.csv")
-    h_ref = read_history(tmp_path / "ref" / "history.csv")
-    assert [(h["update"], h["gradients"], h["time"]) for h in h_new] == [
-        (h["update"], h["gradients"], h["time"]) for h in h_ref
+    assert len(new.iterates) == len(expected.iterates)
+    for a, b in zip(new.iterates, expected.iterates, strict=True):
+        np.testing.assert_allclose(a.numpy(), b, rtol=1e-10, atol=1e-12)
+    history = read_history(tmp_path / "history.csv")
+    assert [(h["update"], h["gradients"], h["time"]) for h in history] == [
+        (u, g, t) for u, g, t, _ in expected.history
     ]
     np.testing.assert_allclose(
-        [h["loss"] for h in h_new], [h["loss"] for h in h_ref], rtol=1e-10, atol=1e-14
+        [h["loss"] for h in history], [h[3] for h in expected.history], rtol=1e-10, atol=1e-14
     )
     return new
 
@@ -86,44 +156,86 @@ def small(small_data, method, topology, *extra):
     ]  # fmt: skip
 
 
+def least_squares(small_data) -> ref.LeastSquares:
+    d = load_npz(small_data)
+    return ref.LeastSquares(d["X"], d["y"])
+
+
 PATHS = {"batched": (True, False), "batched fused": (True, True), "one by one": (False, False)}
 
 
 @pytest.mark.parametrize("path", list(PATHS))
 @pytest.mark.parametrize("topology", TOPOLOGY_PARAMS)
 @pytest.mark.parametrize("method", METHODS, ids=" ".join)
-def test_replay_equals_the_event_loop(method, topology, path, tmp_path, small_data):
+def test_replay_equals_the_reference(method, topology, path, tmp_path, small_data):
     # chunks of 37 rows cut rounds, steps and minibatch rounds anywhere
+    overrides, taus, noise = topology
     batched, fused = PATHS[path]
-    compare(tmp_path, small(small_data, method, topology, "batch_size=8"),
+    expected = reference(method, 0.05, taus, noise, least_squares(small_data), 7, batch=8,
+                         gradients=400)  # fmt: skip
+    compare(tmp_path, small(small_data, method, overrides, "batch_size=8"), expected,
             batched=batched, fused=fused, chunk=37)  # fmt: skip
+
+
+@pytest.mark.parametrize("noise", ["none", "gamma", "halfnormal"])
+def test_every_noise_model_equals_the_reference(noise, tmp_path, small_data):
+    """Linear workers (tau_i = 0.5 i: ties at every multiple of 0.5 without noise), each noise
+    model's durations drawn by the reference from the documented stream."""
+    method = ("asgd_drop", "optimizer.threshold=3")
+    overrides = (
+        "topology=linear", "topology.n_workers=4", "topology.tau=0.5", f"topology.noise={noise}",
+        "topology.gamma_shape=3", "topology.jitter=0.3",
+    )  # fmt: skip
+    n, jobs = 4, 3 * 400 + 4
+    durations = ref.job_durations([0.5, 1.0, 1.5, 2.0], noise, SEED, jobs, 3.0, 0.3)
+    data = least_squares(small_data)
+    expected = ref.run_reference(
+        method_of(method, 0.05), data, durations,
+        ref.minibatches(len(data.y), 8, SEED, n, jobs), 7, 400,
+    )  # fmt: skip
+    compare(tmp_path, small(small_data, method, overrides, "batch_size=8"), expected, chunk=37)
+
+
+@pytest.mark.parametrize("method", METHODS[:2], ids=" ".join)
+def test_full_gradients_equal_the_reference(method, tmp_path, small_data):
+    """batch_size=null: every job's gradient on all rows (no sample stream)."""
+    overrides, taus, noise = TOPOLOGIES[0]
+    expected = reference(method, 0.05, taus, noise, least_squares(small_data), 7, gradients=400)
+    compare(tmp_path, small(small_data, method, overrides, "batch_size=null"), expected, chunk=37)
 
 
 @pytest.mark.parametrize("fused", [False, True], ids=["batched", "batched fused"])
 @pytest.mark.parametrize("method", METHODS, ids=" ".join)
 def test_replay_of_the_noisy_quadratic(method, fused, tmp_path):
     """Random-access noise samples, drawn for a whole chunk at once."""
+    taus = np.sqrt(np.arange(1.0, 8.0))  # topology=sqrt, 7 workers
+    expected = reference(method, 0.05, taus, "exponential", ref.NoisyQuadratic(10, 1.0, 10.0), 3,
+                         gradients=500)  # fmt: skip
     compare(
         tmp_path,
         [f"optimizer={method[0]}", *method[1:], "~experiment", "objective=noisy_quadratic",
          "dataset=none", "topology=sqrt", "topology.n_workers=7", "topology.noise=exponential",
          "optimizer.lr=0.05", "budget.gradients=500", "eval_every=3", "tracking=none"],
-        chunk=50, fused=fused,
+        expected, chunk=50, fused=fused,
     )  # fmt: skip
 
 
 @pytest.mark.parametrize("path", list(PATHS))
-def test_time_budget_and_divergence_stop_the_replay_where_the_loop_stops(
+def test_time_budget_and_divergence_stop_the_replay_where_the_reference_stops(
     path, tmp_path, small_data
 ):
-    method, topology = ("asgd",), TOPOLOGIES[0]
+    method, (overrides, taus, noise) = ("asgd",), TOPOLOGIES[0]
     batched, fused = PATHS[path]
     kw = {"chunk": 20, "batched": batched, "fused": fused}
-    new = compare(tmp_path / "t", small(small_data, method, topology, "budget.gradients=null",
-                                        "budget.time=37.5", "batch_size=8"), **kw)  # fmt: skip
+    data = least_squares(small_data)
+    expected = reference(method, 0.05, taus, noise, data, 7, batch=8, time=37.5, jobs=400)
+    cfg = small(small_data, method, overrides, "budget.gradients=null", "budget.time=37.5",
+                "batch_size=8")  # fmt: skip
+    new = compare(tmp_path / "t", cfg, expected, **kw)
     assert new.stopped_by == "budget.time" and new.time == 37.5
-    new = compare(tmp_path / "d", small(small_data, method, topology, "optimizer.lr=5",
-                                        "eval_every=1", "batch_size=8"), **kw)  # fmt: skip
+    expected = reference(method, 5.0, taus, noise, data, 1, batch=8, gradients=400)
+    cfg = small(small_data, method, overrides, "optimizer.lr=5", "eval_every=1", "batch_size=8")
+    new = compare(tmp_path / "d", cfg, expected, **kw)
     assert new.status == "diverged" and new.gradients < 400
 
 
@@ -146,7 +258,7 @@ class _SignalAfterRecord(RunControl):
 def test_a_signal_inside_an_evaluation_keeps_the_records_consistent(path, tmp_path, small_data):
     """The run ends at the evaluated step: no history row past the final state, the final row is
     that step's, and the events stop at its arrival."""
-    cfg = compose_cfg(*small(small_data, ("asgd",), TOPOLOGIES[0], "batch_size=8"))
+    cfg = compose_cfg(*small(small_data, ("asgd",), TOPOLOGIES[0][0], "batch_size=8"))
     exp = build_experiment(cfg)
     rec = RunRecorder(tmp_path, extra_history=exp.evaluator.extra_columns)
     control = _SignalAfterRecord(exp.evaluator, rec, 7, cfg.budget.gradients, None, at=70)

@@ -48,19 +48,22 @@ def test_drop_discards_beyond_the_threshold_and_the_worker_restarts_at_x_k():
 def test_asgd_constant(tmp_path, small_data):
     summary, result, events, lrs = run_trace(tmp_path, small_data, "asgd", 10)
     assert events == ASGD_EVENTS
-    assert lrs == [LR] * 10
+    hand = [LR] * 10  # the constant stepsize
+    assert lrs == hand
     assert summary["updates"] == 10 and summary["max_delay"] == 6
     assert summary["mean_delay"] == pytest.approx(24 / 10)
     assert summary["sim_time"] == 4.5
-    assert_iterates(result, reference_iterates(small_data, events, lrs, [True] * 10))
+    assert_iterates(result, reference_iterates(small_data, ASGD_EVENTS, hand, [True] * 10))
 
 
 def test_asgd_adaptive_scales_long_delays(tmp_path, small_data):
     _, result, events, lrs = run_trace(tmp_path, small_data, "asgd_adaptive", 10)
     assert events == ASGD_EVENTS  # same arrivals: the stepsize never discards
-    # gamma * min(1, n / tau) with n = 4: only the delay-6 gradient is scaled, by 4/6
-    assert lrs == pytest.approx([LR] * 6 + [LR * 4 / 6] + [LR] * 3, rel=1e-15)
-    assert_iterates(result, reference_iterates(small_data, events, lrs, [True] * 10))
+    # gamma * n / max(n, tau_k) with n = 4, from the hand-derived delays
+    hand = [LR * 4 / max(4, delay) for _, _, delay, _, _ in ASGD_EVENTS]
+    assert hand == [LR] * 6 + [LR * 4 / 6] + [LR] * 3  # only the delay-6 gradient is scaled
+    assert lrs == pytest.approx(hand, rel=1e-15)
+    assert_iterates(result, reference_iterates(small_data, ASGD_EVENTS, hand, [True] * 10))
 
 
 DROP_EVENTS = [  # threshold 2: delays 3, 5, 3, 4, 5 are discarded, the worker restarts at x_k
@@ -87,11 +90,13 @@ def test_asgd_drop_threshold(tmp_path, small_data):
         tmp_path, small_data, "asgd_drop", 15, "optimizer.threshold=2"
     )
     assert events == DROP_EVENTS
-    applied = [e[3] for e in events]
-    assert lrs == [LR * a for a in applied]  # hand: LR where applied, 0 where dropped
+    # the hand-derived delays: LR where tau_k <= 2, 0 (dropped, no step) beyond
+    hand = [LR if delay <= 2 else 0.0 for _, _, delay, _, _ in DROP_EVENTS]
+    steps = [w > 0 for w in hand]
+    assert steps == [bool(e[3]) for e in DROP_EVENTS]
+    assert lrs == hand
     assert summary["updates"] == 10 and summary["discarded"] == 5
-    steps = [bool(a) for a in applied]
-    assert_iterates(result, reference_iterates(small_data, events, lrs, steps))
+    assert_iterates(result, reference_iterates(small_data, DROP_EVENTS, hand, steps))
 
 
 def test_asgd_drop_default_threshold_is_n(tmp_path, small_data):

@@ -43,7 +43,8 @@ def test_minibatch_round_lasts_as_long_as_the_slowest_job(tmp_path, small_data):
         (2, 1, 0, 1, 5.0),
         (3, 1, 0, 1, 6.0),
     ]
-    assert lrs == [LR / 4] * 8  # the mean of 4 gradients, stepsize LR
+    hand = [LR / 4] * 8  # the mean of 4 gradients, stepsize LR
+    assert lrs == hand
     assert summary["updates"] == 2 and summary["sim_time"] == 6.0
     steps = [False, False, False, True] * 2
-    assert_iterates(result, reference_iterates(small_data, events, lrs, steps))
+    assert_iterates(result, reference_iterates(small_data, events, hand, steps))

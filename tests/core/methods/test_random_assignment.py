@@ -59,5 +59,6 @@ def test_random_assignment_queues_fifo(tmp_path, small_data, monkeypatch):
         (1, 4, 0, 1, 7.0),
         (2, 1, 4, 1, 8.0),
     ]
-    assert lrs == [LR] * 6
-    assert_iterates(result, reference_iterates(small_data, events, [LR] * 6, [True] * 6))
+    hand = [LR] * 6  # the constant stepsize
+    assert lrs == hand
+    assert_iterates(result, reference_iterates(small_data, events, hand, [True] * 6))

@@ -32,10 +32,12 @@ def test_ringmaster_without_stopping_equals_drop_at_r_minus_one(tmp_path, small_
         tmp_path, small_data, "ringmaster", 15, "optimizer.threshold=3"
     )
     assert events == DROP_EVENTS
-    steps = [bool(e[3]) for e in events]
-    hand = [LR if s else 0.0 for s in steps]  # the constant stepsize where applied
+    # from the hand-derived delays: the constant stepsize where tau_k < R = 3, else ignored
+    hand = [LR if delay < 3 else 0.0 for _, _, delay, _, _ in DROP_EVENTS]
+    steps = [w > 0 for w in hand]
+    assert steps == [bool(e[3]) for e in DROP_EVENTS]
     assert lrs == hand
-    assert_iterates(result, reference_iterates(small_data, events, hand, steps))
+    assert_iterates(result, reference_iterates(small_data, DROP_EVENTS, hand, steps))
 
 
 def test_ringmaster_stop_stale_cancels_at_delay_r(tmp_path, small_data):
@@ -63,5 +65,6 @@ def test_ringmaster_stop_stale_cancels_at_delay_r(tmp_path, small_data):
         (1, 7, 2, 1, 6.0),
     ]
     assert summary["cancelled"] == 6 and summary["discarded"] == 0
-    assert lrs == [LR] * 10
-    assert_iterates(result, reference_iterates(small_data, events, [LR] * 10, [True] * 10))
+    hand = [LR] * 10  # every delay is below R (stale jobs were cancelled): the constant stepsize
+    assert lrs == hand
+    assert_iterates(result, reference_iterates(small_data, events, hand, [True] * 10))
