@@ -117,8 +117,9 @@ def run(engine_cls, cfg, out, batched=None, chunk=None, fused=None):
     return result
 
 
-def compare(tmp_path, overrides, expected: ref.Run, **kw):
-    """The event engine's records, result and iterates against the reference's."""
+def compare(tmp_path, overrides, expected: ref.Run, rtol=1e-10, **kw):
+    """The event engine's records, result and iterates against the reference's (``rtol``: the
+    iterates' and losses' relative tolerance)."""
     new = run(SimEngine, compose_cfg(*overrides), tmp_path, **kw)
     events = read_events(tmp_path / "events.csv")
     got = [(e["worker"], e["version"], e["delay"], e["applied"], e["time"]) for e in events]
@@ -137,13 +138,13 @@ def compare(tmp_path, overrides, expected: ref.Run, **kw):
     )  # fmt: skip
     assert len(new.iterates) == len(expected.iterates)
     for a, b in zip(new.iterates, expected.iterates, strict=True):
-        np.testing.assert_allclose(a.numpy(), b, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(a.cpu().numpy(), b, rtol=rtol, atol=1e-12)
     history = read_history(tmp_path / "history.csv")
     assert [(h["update"], h["gradients"], h["time"]) for h in history] == [
         (u, g, t) for u, g, t, _ in expected.history
     ]
     np.testing.assert_allclose(
-        [h["loss"] for h in history], [h[3] for h in expected.history], rtol=1e-10, atol=1e-14
+        [h["loss"] for h in history], [h[3] for h in expected.history], rtol=rtol, atol=1e-14
     )
     return new
 
@@ -175,6 +176,24 @@ def test_replay_equals_the_reference(method, topology, path, tmp_path, small_dat
                          gradients=400)  # fmt: skip
     compare(tmp_path, small(small_data, method, overrides, "batch_size=8"), expected,
             batched=batched, fused=fused, chunk=37)  # fmt: skip
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("path", list(PATHS))
+@pytest.mark.parametrize("method", METHODS, ids=" ".join)
+def test_replay_on_cuda_equals_the_reference(method, path, tmp_path, small_data):
+    """objective.device=cuda: the same arrivals, stepsizes and counts as the reference, the
+    iterates up to float64 rounding of the GPU's reductions (the default on a GPU is the
+    batched fused path)."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    overrides, taus, noise = TOPOLOGIES[1]
+    batched, fused = PATHS[path]
+    expected = reference(method, 0.05, taus, noise, least_squares(small_data), 7, batch=8,
+                         gradients=400)  # fmt: skip
+    cfg = small(small_data, method, overrides, "batch_size=8", "objective.device=cuda")
+    new = compare(tmp_path, cfg, expected, rtol=1e-9, batched=batched, fused=fused, chunk=37)
+    assert new.x.device.type == "cuda"
 
 
 @pytest.mark.parametrize("noise", ["none", "gamma", "halfnormal"])
@@ -274,38 +293,53 @@ def test_a_signal_inside_an_evaluation_keeps_the_records_consistent(path, tmp_pa
     assert len(read_events(tmp_path / "events.csv")) == control.result.gradients == 70
 
 
-@pytest.mark.parametrize("batch", ["8", "null"], ids=["one by one", "batched"])
-def test_memory_holds_only_referenced_iterates(small_data, tmp_path, batch):
+@pytest.mark.parametrize("batched", [False, True], ids=["one by one", "batched"])
+def test_memory_holds_only_referenced_iterates(small_data, tmp_path, batched):
     """Between chunks the engine keeps only the iterates of jobs in flight or queued, never one
-    per update; the rows of a chunk are written and dropped."""
+    per update: one by one, a dict of the versions still needed (at most n jobs plus the
+    current); batched, a ring sized by the chunk's span of versions (the oldest a job in flight
+    or a row of the chunk needs, to the chunk's last step), never by the run's length. The rows
+    of a chunk are written and dropped."""
     from pipeline.compose.build import build_experiment
     from pipeline.core.records import RunRecorder
     from pipeline.engines.base import RunControl
     from pipeline.engines.sim import SimEngine
 
     cfg = compose_cfg(
-        "optimizer=asgd_random", "topology=sqrt", "topology.n_workers=8", f"batch_size={batch}",
+        "optimizer=asgd_random", "topology=sqrt", "topology.n_workers=8", "batch_size=8",
         "optimizer.lr=0.01", "budget.gradients=3000", "dataset=small_lstsq",
         f"dataset.path={small_data}", "tracking=none", "topology.noise=exponential",
     )  # fmt: skip
     exp = build_experiment(cfg)
     rec = RunRecorder(tmp_path)
     eng = SimEngine(exp, RunControl(exp.evaluator, rec, 10, 3000, None))
-    eng.replay.batched = batch == "null"  # both paths of the replay
+    eng.replay.batched = batched  # both paths of the replay
     eng.chunk = 100
-    held = []
+    held, rows_held, spans = [], [], []
     replay = eng.replay.run
 
-    def probe(rows, *args):
+    def probe(rows, seqs, done, in_flight):
         assert len(rows) <= 100
-        out = replay(rows, *args)
+        before = eng.replay.version
+        out = replay(rows, seqs, done, in_flight)
         held.append(len(eng.replay.store))
+        if batched:
+            rows_held.append(eng.replay.ring.shape[0])
+            oldest = min([before, *in_flight, *(r[1] for r in rows if r[3])])
+            spans.append(eng.replay.version - oldest + 1)
         return out
 
     eng.replay.run = probe
     result = eng.run()
     rec.close()
     assert result.updates == 3000 and len(held) == 30
-    assert max(held) <= 8 + 1  # n jobs in flight (queued ones included), plus the current
+    if batched:
+        assert max(held) == 0  # the batched path keeps its iterates in the ring only
+        # the ring holds the largest span (it grows by powers of two: at most 4x, at least 64)
+        assert max(spans) <= rows_held[-1] <= max(64, 4 * max(spans))
+        assert rows_held == sorted(rows_held) and rows_held[-1] <= 256 < 3000
+        assert max(spans) > 100  # a chunk's 100 steps and the delays of the jobs in flight
+    else:
+        assert max(held) <= 8 + 1  # n jobs in flight (queued ones included), plus the current
     assert torch.isfinite(result.x).all()
     assert len((tmp_path / "events.csv").read_text().splitlines()) == 3001
