@@ -50,6 +50,7 @@ METHODS = {
     "ringmaster_cancel": ["optimizer=ringmaster", "optimizer.cancel=true"],
 }
 DEFAULT_EVENTS = 1_000_000
+SMALL_S_EVENTS = 100_000  # --case all: Rennala with S = 100 (n / S job starts per arrival)
 
 
 def compose(*overrides):
@@ -243,10 +244,12 @@ def main(argv: list[str] | None = None) -> dict | None:
         out = [] if a.out is None else ["--out", str(a.out)]
         runs = [["--case", "overhead", "--repeats", str(a.repeats)]]
         runs += [["--case", "scale", "--method", m] for m in METHODS]
-        runs += [["--case", "scale", "--method", "rennala_cancel", "--batch", "100"]]
+        # S = 100 restarts 10,000 workers every 100 arrivals: a tenth of the events is plenty
+        small = ["--events", str(min(a.events, SMALL_S_EVENTS))]
+        runs += [["--case", "scale", "--method", "rennala_cancel", "--batch", "100", *small]]
         runs += [["--case", "scale", "--workers", "100000"]]
         for extra in runs:
-            if a.events != DEFAULT_EVENTS:
+            if a.events != DEFAULT_EVENTS and "--events" not in extra:
                 extra += ["--events", str(a.events)]
             subprocess.run([sys.executable, __file__, *extra, *out], check=True)
         return None

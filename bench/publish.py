@@ -223,8 +223,9 @@ SIM_SCALE = {  # row key -> (record, command)
         "python bench/bench_sim.py --case scale --method rennala_cancel",
     ),
     "rennala-S100": (
-        "bench_sim-scale-rennala_cancel-S100-w10000.json",
-        "python bench/bench_sim.py --case scale --method rennala_cancel --batch 100",
+        "bench_sim-scale-rennala_cancel-S100-w10000-e100000.json",
+        "python bench/bench_sim.py --case scale --method rennala_cancel --batch 100 "
+        "--events 100000",
     ),
     "ringmaster": (
         "bench_sim-scale-ringmaster_cancel-w10000.json",
@@ -282,7 +283,11 @@ def sim_table(records: Records) -> str:
     others = [
         ("asgd-100k", "100,000 workers, same case, 1,000,000 events", "runs, reported"),
         ("rennala", "Rennala with cancel-and-restart (S = n), 10,000 workers", "reported"),
-        ("rennala-S100", "Rennala with cancel-and-restart, S = 100, 10,000 workers", "reported"),
+        (
+            "rennala-S100",
+            "Rennala with cancel-and-restart, S = 100, 10,000 workers, 100,000 events",
+            "reported",
+        ),
         ("ringmaster", "Ringmaster with cancellation (R = n), 10,000 workers", "reported"),
     ]
     for key, case, target in others:
