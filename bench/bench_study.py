@@ -12,7 +12,7 @@ fresh clone, without the experiment's bookkeeping.
 Writes bench/results/bench_study-<profile>.json (``--out``: a ``.json`` file or a folder):
 seconds and CPU seconds per stage (CPU: every process of the stage that was reaped), the total,
 the load average. ``--stages data,tune`` times only those (a partial record: it needs ``--out``,
-and the publisher ignores it).
+and the publisher refuses it).
 """
 
 from __future__ import annotations

@@ -364,3 +364,41 @@ def test_bench_sim_smoke_writes_a_valid_record(tmp_path):
     assert rec["figures"]["events"] == 500 and rec["figures"]["events_per_s"] > 0
     assert rec["params"] == {"method": "asgd", "workers": 10, "events": 500, "batch": None}
     assert rec["software"]["torch"] == torch.__version__
+
+
+def _bench(script: str, *args: str, timeout: float = 900):
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, f"bench/{script}.py", *args],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.slow
+def test_bench_study_times_a_stage_in_a_fresh_clone(tmp_path):
+    out = tmp_path / "study.json"
+    r = _bench("bench_study", "--stages", "data", "--out", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    rec = json.loads(out.read_text())
+    assert check_record(rec) == []
+    f = rec["figures"]
+    assert [s["stage"] for s in f["stages"]] == ["data"] and f["stages"][0]["rc"] == 0
+    assert f["complete"] is False and f["failed"] is False and rec["git"]["dirty"] is False
+    with pytest.raises(SystemExit, match="partial"):  # the publisher refuses a partial study
+        out.rename(tmp_path / "bench_study-quick.json")
+        publish.study_table(publish.Records(tmp_path))
+
+
+@pytest.mark.slow
+def test_bench_tests_times_pytest_in_a_fresh_clone(tmp_path):
+    r = _bench("bench_tests", "--out", str(tmp_path), "tests/test_readme.py")
+    assert r.returncode == 0, r.stderr[-2000:]
+    rec = json.loads((tmp_path / "bench_tests-default-test_readme.json").read_text())
+    assert check_record(rec) == []
+    assert rec["params"]["where"] == "fresh clone"
+    assert rec["figures"]["passed"] == 1 and rec["figures"]["exit_code"] == 0
