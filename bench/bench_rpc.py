@@ -1,4 +1,5 @@
-"""Benchmark of ``engine=rpc`` (figures go to BENCHMARKS.md; nothing here is asserted).
+"""Benchmark of ``engine=rpc``: figures as JSON in bench/results/ (BENCHMARKS.md's tables are
+generated from them by ``python -m bench.publish --write``; nothing here is asserted).
 
 Cases:
 - ``transport``: a free gradient (noisy quadratic, sigma 0) of 1e3, 1e5, 1e6 floats with 1, 2, 4
@@ -11,8 +12,13 @@ Cases:
   against n / 20 ms.
 - ``gpu``: the cnn objective (digits), 4 workers sharing one GPU, native (``--device cpu``: the
   same on the CPU, the baseline).
+``--runs N`` repeats the paper, emulated and gpu cases (one record, every run in it).
 
     python bench/bench_rpc.py [--case transport|paper|emulated|gpu|all] [--seconds 10]
+        [--runs 1] [--out bench/results/]
+
+``--out``: a ``.json`` file, or the folder for the case's own file name (default bench/results/;
+``--case all`` writes one file per case there).
 """
 
 from __future__ import annotations
@@ -24,11 +30,34 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._meta import Measurement, out_file, write  # noqa: E402
 from pipeline.runner import run_experiment  # noqa: E402
+
+RUN_UNITS = {
+    "gradients": "count",
+    "updates": "count",
+    "seconds": "s",
+    "gradients_per_s": "gradients/s",
+    "startup_s": "s",
+    "server_cpu_us_per_gradient": "µs",
+    "server_cpu_us_per_update": "µs",
+    "dim": "floats",
+    "workers": "count",
+    "ideal_gradients_per_s": "gradients/s",
+    "ratio_to_ideal": "ratio",
+    "job_s": "s",
+    "gradients_per_s_min": "gradients/s",
+    "gradients_per_s_median": "gradients/s",
+    "gradients_per_s_max": "gradients/s",
+    "ratio_to_ideal_min": "ratio",
+    "ratio_to_ideal_median": "ratio",
+    "ratio_to_ideal_max": "ratio",
+}
 
 
 def compose(*overrides):
@@ -77,63 +106,121 @@ def _free(dim: int) -> list[str]:
             "objective.sigma=0", "dataset=none", "optimizer.lr=1e-3"]  # fmt: skip
 
 
-def transport(seconds: float) -> list[dict]:
-    out = []
+def transport(seconds: float) -> dict:
+    rows = []
     for dim in (1_000, 100_000, 1_000_000):
         ideal = ideal_rate(dim)
         for n in (1, 2, 4):
             for method in ("asgd", "minibatch"):
                 r = rpc_run(*_free(dim), f"optimizer={method}", "topology=native",
                             f"topology.n_workers={n}", f"budget.time={seconds}")  # fmt: skip
-                r.update(case="transport", dim=dim, workers=n, method=method,
-                         ideal_gradients_per_s=ideal,
+                r.update(dim=dim, workers=n, method=method, ideal_gradients_per_s=ideal,
                          ratio_to_ideal=r["gradients_per_s"] / ideal)  # fmt: skip
-                out.append(r)
+                rows.append(r)
                 print(json.dumps(r), flush=True)
-    return out
+    return {"rows": rows}
 
 
-def paper(seconds: float, workers: int = 4) -> dict:
-    r = rpc_run("optimizer=asgd", "topology=native", f"topology.n_workers={workers}",
-                "budget.gradients=null", f"budget.time={seconds}")  # fmt: skip
-    r.update(case="paper", workers=workers)
-    print(json.dumps(r), flush=True)
-    return r
+def _repeated(one, runs: int, ideal: float | None = None) -> dict:
+    """``runs`` runs of ``one()`` and the spread of their rates."""
+    out = []
+    for _ in range(runs):
+        r = one()
+        if ideal:
+            r["ratio_to_ideal"] = r["gradients_per_s"] / ideal
+        out.append(r)
+        print(json.dumps(r), flush=True)
+    rates = [r["gradients_per_s"] for r in out]
+    fig: dict = {"runs": out, "gradients_per_s_min": min(rates),
+                 "gradients_per_s_median": float(np.median(rates)),
+                 "gradients_per_s_max": max(rates)}  # fmt: skip
+    if ideal:
+        fig.update(ratio_to_ideal_min=min(rates) / ideal,
+                   ratio_to_ideal_median=float(np.median(rates)) / ideal,
+                   ratio_to_ideal_max=max(rates) / ideal)  # fmt: skip
+    return fig
 
 
-def emulated(seconds: float, workers: int = 4, job_s: float = 0.02) -> dict:
-    r = rpc_run("optimizer=asgd", "topology=homogeneous", f"topology.n_workers={workers}",
-                "topology.noise=none", f"engine.time_scale={job_s}", "budget.gradients=null",
-                f"budget.time={seconds}")  # fmt: skip
-    r.update(case="emulated", workers=workers, job_s=job_s,
-             ratio_to_ideal=r["gradients_per_s"] / (workers / job_s))  # fmt: skip
-    print(json.dumps(r), flush=True)
-    return r
+def paper(seconds: float, runs: int, workers: int = 4) -> dict:
+    return _repeated(
+        lambda: rpc_run("optimizer=asgd", "topology=native", f"topology.n_workers={workers}",
+                        "budget.gradients=null", f"budget.time={seconds}"),
+        runs,
+    )  # fmt: skip
 
 
-def gpu(seconds: float, workers: int = 4, device: str = "cuda") -> dict:
-    r = rpc_run("experiment=cnn_digits", "optimizer=asgd", f"engine.device={device}",
-                "topology=native", f"topology.n_workers={workers}", "budget.gradients=null",
-                f"budget.time={seconds}")  # fmt: skip
-    name = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
-    r.update(case="gpu", workers=workers, device=name)
-    print(json.dumps(r), flush=True)
-    return r
+def emulated(seconds: float, runs: int, workers: int = 4, job_s: float = 0.02) -> dict:
+    fig = _repeated(
+        lambda: rpc_run("optimizer=asgd", "topology=homogeneous", f"topology.n_workers={workers}",
+                        "topology.noise=none", f"engine.time_scale={job_s}",
+                        "budget.gradients=null", f"budget.time={seconds}"),
+        runs, ideal=workers / job_s,
+    )  # fmt: skip
+    fig["ideal_gradients_per_s"] = workers / job_s
+    return fig
 
 
-def main() -> None:
-    p = argparse.ArgumentParser()
+def gpu(seconds: float, runs: int, workers: int = 4, device: str = "cuda") -> dict:
+    fig = _repeated(
+        lambda: rpc_run("experiment=cnn_digits", "optimizer=asgd", f"engine.device={device}",
+                        "topology=native", f"topology.n_workers={workers}",
+                        "budget.gradients=null", f"budget.time={seconds}"),
+        runs,
+    )  # fmt: skip
+    fig["device_name"] = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
+    return fig
+
+
+PARAMS = {  # the fixed settings of each case, for its record
+    "transport": {
+        "dims": [1_000, 100_000, 1_000_000],
+        "workers": [1, 2, 4],
+        "methods": ["asgd", "minibatch"],
+        "topology": "native",
+    },
+    "paper": {"workers": 4, "topology": "native", "method": "asgd"},
+    "emulated": {"workers": 4, "job_s": 0.02, "topology": "homogeneous", "method": "asgd"},
+    "gpu": {"workers": 4, "topology": "native", "method": "asgd", "experiment": "cnn_digits"},
+}
+
+
+def default_name(case: str, device: str) -> str:
+    return f"bench_rpc-gpu-{device}.json" if case == "gpu" else f"bench_rpc-{case}.json"
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--case", choices=["transport", "paper", "emulated", "gpu", "all"],
                    default="all")  # fmt: skip
     p.add_argument("--seconds", type=float, default=10)
+    p.add_argument("--runs", type=int, default=1, help="paper, emulated, gpu: repeats")
     p.add_argument("--device", default="cuda", help="gpu case: cuda, or cpu for its baseline")
-    a = p.parse_args()
+    p.add_argument("--out", default=None, help="a .json file, or a folder (default bench/results)")
+    a = p.parse_args(argv)
+    if a.case == "all" and a.out is not None and str(a.out).endswith(".json"):
+        p.error("--case all writes one file per case: give --out a folder")
     cases = ["paper", "emulated", "transport"] if a.case == "all" else [a.case]
     for c in cases:
-        if c == "gpu":
-            gpu(a.seconds, device=a.device)
+        if a.case == "all":  # each case its own record, with the command that makes it alone
+            sub = ["--case", c, "--seconds", f"{a.seconds:g}", "--runs", str(a.runs)]
+            sub += [] if a.out is None else ["--out", str(a.out)]
         else:
-            {"transport": transport, "paper": paper, "emulated": emulated}[c](a.seconds)
+            sub = argv
+        params = {**PARAMS[c], "seconds": a.seconds}
+        if c != "transport":
+            params["runs"] = a.runs
+        if c == "gpu":
+            params["device"] = a.device
+        m = Measurement("bench_rpc", sub, c, params)
+        if c == "transport":
+            figures = transport(a.seconds)
+        elif c == "gpu":
+            figures = gpu(a.seconds, a.runs, device=a.device)
+        else:
+            figures = {"paper": paper, "emulated": emulated}[c](a.seconds, a.runs)
+        write(out_file(a.out, default_name(c, a.device)), m.finish(figures, RUN_UNITS))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Benchmark of the event engine (figures go to BENCHMARKS.md; nothing here is asserted).
+"""Benchmark of the event engine: figures as JSON in bench/results/ (BENCHMARKS.md's tables are
+generated from them by ``python -m bench.publish --write``; nothing here is asserted).
 
 Cases (each in a fresh process, so peak memory is its own):
 - ``overhead``: the paper experiment (asgd, least squares 10000 x 400, 40 workers, batch 256,
@@ -7,9 +8,16 @@ Cases (each in a fresh process, so peak memory is its own):
   loop, interleaved repeats. ``--device cuda`` for the GPU.
 - ``scale``: ``--workers`` workers (default 10,000), tau_i = sqrt(i), exponential times, a
   10-dimensional noisy quadratic, ``--events`` events (default 1,000,000), ``--method``
-  (asgd, rennala with cancel, ringmaster with cancel): events per second, peak memory.
+  (asgd, rennala with cancel, ringmaster with cancel; ``--batch S`` sets Rennala's S):
+  events per second, peak memory.
+- ``agreement``: the paper experiment for 8,000 gradients (asgd, asgd_adaptive) on the CPU and on
+  the GPU: the final F - F* of each (needs CUDA).
 
-    python bench/bench_sim.py [--case overhead|scale|all] [--repeats 5] [--events 1000000]
+    python bench/bench_sim.py [--case overhead|scale|agreement|all] [--repeats 5]
+        [--events 1000000] [--out bench/results/]
+
+``--out``: a ``.json`` file, or the folder for the case's own file name (default bench/results/;
+``--case all`` writes one file per case there).
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._meta import Measurement, out_file, write  # noqa: E402
 from pipeline.compose.build import build_experiment  # noqa: E402
 from pipeline.core.records import RunRecorder  # noqa: E402
 from pipeline.engines.base import RunControl  # noqa: E402
@@ -40,6 +49,8 @@ METHODS = {
     "rennala_cancel": ["optimizer=rennala", "optimizer.cancel=true"],
     "ringmaster_cancel": ["optimizer=ringmaster", "optimizer.cancel=true"],
 }
+DEFAULT_EVENTS = 1_000_000
+SMALL_S_EVENTS = 100_000  # --case all: Rennala with S = 100 (n / S job starts per arrival)
 
 
 def compose(*overrides):
@@ -55,7 +66,8 @@ def compose(*overrides):
 UNFUSED = False  # --unfused: the GPU's batched rounds in the CPU's per-round form (comparison)
 
 
-def engine_seconds(cfg) -> tuple[float, int, bool]:
+def engine_seconds(cfg):
+    """(seconds, the run's result, whether the replay batched) of one engine run."""
     exp = build_experiment(cfg)
     with tempfile.TemporaryDirectory() as d:
         rec = RunRecorder(d)
@@ -70,7 +82,7 @@ def engine_seconds(cfg) -> tuple[float, int, bool]:
         rec.close()  # the records are part of the engine's cost
         if exp.objective.device.type == "cuda":
             torch.cuda.synchronize()
-        return time.perf_counter() - t0, res.gradients, eng.replay.batched
+        return time.perf_counter() - t0, res, eng.replay.batched
 
 
 def loop_seconds(cfg) -> float:
@@ -94,6 +106,23 @@ def loop_seconds(cfg) -> float:
     return el
 
 
+OVERHEAD_UNITS = {
+    "gradients": "count",
+    "repeats": "count",
+    "engine_s": "s",
+    "loop_s": "s",
+    "engine_s_min": "s",
+    "loop_s_min": "s",
+    "engine_s_median": "s",
+    "loop_s_median": "s",
+    "ratio_of_minima": "ratio",
+    "ratio_of_medians": "ratio",
+    "engine_us_per_gradient": "µs",
+    "loop_us_per_gradient": "µs",
+    "engine_us_per_event_over_loop": "µs",
+}
+
+
 def overhead(repeats: int, device: str) -> dict:
     torch.set_num_threads(1)
     cfg = compose("optimizer=asgd", f"objective.device={device}")
@@ -105,72 +134,141 @@ def overhead(repeats: int, device: str) -> dict:
         loop.append(loop_seconds(cfg))
     g = cfg.budget.gradients
     return {
-        "case": "overhead",
-        "device": device,
         "gradients": g,
+        "repeats": repeats,
         "replay": ("batched" + (" fused" if device == "cuda" and not UNFUSED else ""))
         if batched
         else "one by one",
+        "engine_s": eng,
+        "loop_s": loop,
         "engine_s_min": min(eng),
         "loop_s_min": min(loop),
+        "engine_s_median": float(np.median(eng)),
+        "loop_s_median": float(np.median(loop)),
         "ratio_of_minima": min(eng) / min(loop),
         "ratio_of_medians": float(np.median(eng) / np.median(loop)),
+        "engine_us_per_gradient": min(eng) / g * 1e6,
+        "loop_us_per_gradient": min(loop) / g * 1e6,
         "engine_us_per_event_over_loop": (min(eng) - min(loop)) / g * 1e6,
     }
 
 
-def scale(events: int, workers: int, method: str) -> dict:
+SCALE_UNITS = {
+    "events": "count",
+    "seconds": "s",
+    "events_per_s": "events/s",
+    "seconds_with_build": "s",
+    "peak_rss_mib": "MiB",
+    "rss_growth_mib": "MiB",
+}
+
+
+def scale(events: int, workers: int, method: str, batch: int | None = None) -> dict:
     torch.set_num_threads(1)
+    extra = [f"optimizer.batch={batch}"] if batch else []
     cfg = compose(
-        "~experiment", "objective=noisy_quadratic", "dataset=none", *METHODS[method],
+        "~experiment", "objective=noisy_quadratic", "dataset=none", *METHODS[method], *extra,
         "optimizer.lr=1e-4", "topology=sqrt", f"topology.n_workers={workers}",
         "topology.noise=exponential", f"budget.gradients={events}",
     )  # fmt: skip
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
-    seconds, grads, _ = engine_seconds(cfg)
+    seconds, res, _ = engine_seconds(cfg)
     total = time.perf_counter() - t0
     rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
-        "case": "scale",
-        "method": method,
-        "workers": workers,
-        "events": grads,
+        "events": res.gradients,
         "seconds": seconds,
-        "events_per_s": grads / seconds,
+        "events_per_s": res.gradients / seconds,
         "seconds_with_build": total,
         "peak_rss_mib": rss1 / 1024,
         "rss_growth_mib": (rss1 - rss0) / 1024,
     }
 
 
-def main() -> None:
-    p = argparse.ArgumentParser()
+AGREEMENT_UNITS = {"gradients": "count", "suboptimality_cpu": "F - F*",
+                   "suboptimality_cuda": "F - F*"}  # fmt: skip
+
+
+def agreement(gradients: int = 8000) -> dict:
+    """The paper experiment on the CPU and on the GPU: the same final F - F*?"""
+    torch.set_num_threads(1)
+    rows = []
+    for method in ("asgd", "asgd_adaptive"):
+        row: dict = {"method": method, "gradients": gradients}
+        for device in ("cpu", "cuda"):
+            cfg = compose(f"optimizer={method}", f"objective.device={device}",
+                          f"budget.gradients={gradients}")  # fmt: skip
+            _, res, _ = engine_seconds(cfg)
+            row[f"suboptimality_{device}"] = float(res.final["suboptimality"])
+        # equal to 4 significant digits (float64 on both: reductions may differ in the last bits)
+        row["equal_4_digits"] = (f"{row['suboptimality_cpu']:.4g}"
+                                 == f"{row['suboptimality_cuda']:.4g}")  # fmt: skip
+        rows.append(row)
+    return {"rows": rows}
+
+
+def default_name(a) -> str:
+    if a.case == "overhead":
+        return f"bench_sim-overhead-{a.device}{'-unfused' if a.unfused else ''}.json"
+    if a.case == "agreement":
+        return "bench_sim-agreement.json"
+    name = f"bench_sim-scale-{a.method}"
+    if a.batch:
+        name += f"-S{a.batch}"
+    name += f"-w{a.workers}"
+    if a.events != DEFAULT_EVENTS:
+        name += f"-e{a.events}"
+    return name + ".json"
+
+
+def main(argv: list[str] | None = None) -> dict | None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--events", type=int, default=1_000_000)
+    p.add_argument("--events", type=int, default=DEFAULT_EVENTS)
     p.add_argument("--workers", type=int, default=10_000)
     p.add_argument("--method", choices=sorted(METHODS), default="asgd")
+    p.add_argument("--batch", type=int, default=None, help="scale, rennala_cancel: S")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--case", choices=["overhead", "scale", "all"], default="all")
+    p.add_argument("--case", choices=["overhead", "scale", "agreement", "all"], default="all")
     p.add_argument("--unfused", action="store_true", help="GPU: rounds in the per-round form")
-    a = p.parse_args()
+    p.add_argument("--out", default=None, help="a .json file, or a folder (default bench/results)")
+    a = p.parse_args(argv)
     global UNFUSED
     UNFUSED = a.unfused
     if a.case == "all":
+        if a.out is not None and str(a.out).endswith(".json"):
+            p.error("--case all writes one file per case: give --out a folder")
+        out = [] if a.out is None else ["--out", str(a.out)]
         runs = [["--case", "overhead", "--repeats", str(a.repeats)]]
-        runs += [["--case", "scale", "--method", m] for m in ("asgd",)]
-        runs += [["--case", "scale", "--method", m] for m in ("rennala_cancel",
-                                                              "ringmaster_cancel")]  # fmt: skip
+        runs += [["--case", "scale", "--method", m] for m in METHODS]
+        # S = 100 restarts 10,000 workers every 100 arrivals: a tenth of the events is plenty
+        small = ["--events", str(min(a.events, SMALL_S_EVENTS))]
+        runs += [["--case", "scale", "--method", "rennala_cancel", "--batch", "100", *small]]
         runs += [["--case", "scale", "--workers", "100000"]]
         for extra in runs:
-            subprocess.run([sys.executable, __file__, "--events", str(a.events), *extra],
-                           check=True)  # fmt: skip
-        return
+            if a.events != DEFAULT_EVENTS and "--events" not in extra:
+                extra += ["--events", str(a.events)]
+            subprocess.run([sys.executable, __file__, *extra, *out], check=True)
+        return None
     if a.case == "overhead":
-        out = overhead(a.repeats, a.device)
+        params = {"device": a.device, "repeats": a.repeats, "unfused": a.unfused}
+        m = Measurement("bench_sim", argv, a.case, params)
+        figures, units = overhead(a.repeats, a.device), OVERHEAD_UNITS
+    elif a.case == "agreement":
+        m = Measurement("bench_sim", argv, a.case, {"gradients": 8000})
+        figures, units = agreement(), AGREEMENT_UNITS
     else:
-        out = scale(a.events, a.workers, a.method)
-    print(json.dumps(out, indent=None))
+        params = {"method": a.method, "workers": a.workers, "events": a.events,
+                  "batch": a.batch}  # fmt: skip
+        m = Measurement("bench_sim", argv, a.case, params)
+        figures, units = scale(a.events, a.workers, a.method, a.batch), SCALE_UNITS
+    record = m.finish(figures, units)
+    print(json.dumps(figures))
+    write(out_file(a.out, default_name(a)), record)
+    return record
 
 
 if __name__ == "__main__":

@@ -1,6 +1,10 @@
 """Fault drill for ``engine=rpc``: real runs, real signals, at random moments.
 
-    python bench/drill_rpc.py --repeats 5 [--out RELIABILITY.md]
+    python bench/drill_rpc.py --repeats 5 [--out bench/results/] [--table drill.md]
+
+Writes its figures as JSON (default bench/results/drill_rpc.json; ``--out``: a ``.json`` file or
+a folder; an ``--out`` ending in ``.md`` is taken as ``--table``, as before) and, with
+``--table``, the markdown table of RELIABILITY.md.
 
 Scenarios (each repeated with different moments, drawn from a seeded generator):
 - ``kill-worker``: SIGKILL to one worker process after a random number of jobs (asgd). Expected:
@@ -34,7 +38,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench._meta import Measurement, out_file, write  # noqa: E402
 from pipeline.core.records import read_events, read_history  # noqa: E402
+
+KINDS = ("kill-worker", "sigterm-server", "sigstop-worker", "taken-port")
+UNITS = {"repeats": "count", "ended_as_specified": "count", "seconds": "s", "seconds_min": "s",
+         "seconds_max": "s", "processes_left": "count", "records_lost": "count",
+         "after": "jobs", "left": "count"}  # fmt: skip
 
 BASE = [
     "engine=rpc", "optimizer=asgd", "dataset=small_lstsq", "topology=linear",
@@ -43,24 +53,28 @@ BASE = [
 ]  # fmt: skip
 
 
+def _stat(pid: int | str) -> list[str]:
+    """/proc/<pid>/stat's fields after the command name (which may hold spaces): state, ppid, ..."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def children(pid: int) -> list[int]:
     out = []
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
             try:
-                if int((d / "stat").read_text().split()[3]) == pid:
+                if int(_stat(d.name)[1]) == pid:
                     out.append(int(d.name))
-            except OSError:
+            except (OSError, IndexError, ValueError):
                 pass
     return out
 
 
 def alive(pid: int) -> bool:
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text().split()
-    except OSError:
+        return _stat(pid)[0] != "Z"
+    except (OSError, IndexError):
         return False
-    return stat[2] != "Z"
 
 
 def jobs_so_far(run: Path) -> int:
@@ -146,46 +160,71 @@ def _time_of_job(run: Path, k: int) -> float:
     return ends[min(k, len(ends)) - 1] if ends else float("nan")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
+def table(kinds: list[dict]) -> str:
+    """RELIABILITY.md's markdown table of a drill's figures."""
+    rows = []
+    for k in kinds:
+        after = (", ".join(str(r["after"]) for r in k["runs"]) if k["kind"] != "taken-port"
+                 else "- (seconds from launch)")  # fmt: skip
+        secs = (f"{k['seconds_min']:.2f}-{k['seconds_max']:.2f}"
+                if k["seconds_min"] is not None else "-")  # fmt: skip
+        rows.append(f"| {k['kind']} | {k['ended_as_specified']}/{k['repeats']} | {secs} | "
+                    f"{k['processes_left']} | {k['records_lost']} | {after} |")  # fmt: skip
+    return "\n".join([
+        "| fault | ended as specified | seconds (fault to end; to detection for lost "
+        "workers) | processes left | records lost | fault after N jobs |",
+        "| --- | --- | --- | --- | --- | --- |", *rows,
+    ])  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=None, help="write the markdown table here")
-    a = ap.parse_args()
+    ap.add_argument("--out", default=None, help="a .json file, or a folder (default bench/results)")
+    ap.add_argument("--table", type=Path, default=None, help="write the markdown table here")
+    a = ap.parse_args(argv)
+    if a.out is not None and str(a.out).endswith(".md"):  # the old meaning of --out
+        a.table, a.out = Path(a.out), None
     from models import datasets
 
+    m = Measurement("drill_rpc", argv, "drill", {"repeats": a.repeats, "seed": a.seed,
+                                                 "base": BASE})  # fmt: skip
     rng = np.random.default_rng(a.seed)
-    rows = []
+    kinds = []
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "small.npz"
         datasets.build("small_lstsq", data, seed=0)
-        for kind in ("kill-worker", "sigterm-server", "sigstop-worker", "taken-port"):
+        for kind in KINDS:
             results = []
             for i in range(a.repeats):
                 work = Path(tmp) / f"{kind}-{i}"
                 work.mkdir()
                 r = drill(kind, rng, work, data)
+                r["seconds"] = float(r["seconds"])
                 results.append(r)
                 print(kind, i, r, flush=True)
             secs = [r["seconds"] for r in results if np.isfinite(r["seconds"])]
-            rows.append(
-                f"| {kind} | {sum(r['ok'] for r in results)}/{len(results)} | "
-                f"{min(secs):.2f}-{max(secs):.2f} | {sum(r['left'] for r in results)} | "
-                f"{sum(not r['intact'] for r in results)} | "
-                + (
-                    f"{', '.join(str(r['after']) for r in results)} |"
-                    if kind != "taken-port"
-                    else "- (seconds from launch) |"
-                )
-            )
-    table = "\n".join([
-        "| fault | ended as specified | seconds (fault to end; to detection for lost "
-        "workers) | processes left | records lost | fault after N jobs |",
-        "| --- | --- | --- | --- | --- | --- |", *rows,
-    ])  # fmt: skip
-    print(table)
-    if a.out:
-        a.out.write_text(table + "\n")
+            kinds.append({
+                "kind": kind,
+                "repeats": len(results),
+                "ended_as_specified": sum(bool(r["ok"]) for r in results),
+                "seconds_min": min(secs) if secs else None,
+                "seconds_max": max(secs) if secs else None,
+                "seconds_from": "launch" if kind == "taken-port" else "fault",
+                "processes_left": sum(r["left"] for r in results),
+                "records_lost": sum(not r["intact"] for r in results),
+                "runs": [{**r, "ok": bool(r["ok"]), "intact": bool(r["intact"]),
+                          "seconds": r["seconds"] if np.isfinite(r["seconds"]) else None}
+                         for r in results],
+            })  # fmt: skip
+    text = table(kinds)
+    print(text)
+    if a.table:
+        a.table.write_text(text + "\n")
+    write(out_file(a.out, "drill_rpc.json"), m.finish({"faults": kinds}, UNITS))
 
 
 if __name__ == "__main__":
