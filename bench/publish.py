@@ -25,7 +25,7 @@ from bench._meta import RESULTS, ROOT, check_record
 
 LABEL = "bench/results"  # how the records' folder is named in the generated text
 GPU = "gpu"  # the GPU section's records: bench/results/gpu/
-FILES = ("BENCHMARKS.md", "README.md")
+FILES = ("BENCHMARKS.md", "README.md", "RELIABILITY.md")
 
 _BLOCK = re.compile(r"<!-- bench:([a-z0-9-]+) -->(.*?)<!-- /bench:\1 -->", re.S)
 
@@ -769,6 +769,9 @@ BLOCKS: dict[str, dict[str, Block]] = {
         "quick-time": Block(lambda r, g: _study_time(r, "quick"), inline=True),
         "tests-time": Block(lambda r, g: tests_time(r), inline=True),
         "study-times": Block(lambda r, g: study_times(r)),
+    },
+    "RELIABILITY.md": {
+        "drill": Block(lambda r, g: drill_table(r)),
     },
 }
 
