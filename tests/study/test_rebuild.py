@@ -1,0 +1,164 @@
+"""What is committed is what the code produces: a fresh clone rebuilds the quick profile with the
+README's recipe (``dvc exp run -S profile=quick``) and every committed output of
+``results/quick/`` comes out byte for byte the same, except the wall-clock stage's numbers
+(real processes), whose structure and sanity are checked instead.
+
+The comparison itself (:func:`compare_results`) is plain file reading, tested on its own on
+planted differences, so a silent pass cannot come from a comparator that sees nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pipeline import PROJECT_ROOT
+
+PROFILE = "quick"
+#: outputs of the wall-clock stage (engine=rpc): their numbers are measurements
+WALL_CLOCK_FIGURES = {"figures/real_vs_replayed.png"}
+REAL_SECTION = "## Real processes against the simulator"
+_NUMBER = re.compile(r"-?\d+(\.\d+)?(e[-+]?\d+)?")
+
+
+def _real_section(text: str) -> tuple[str, str]:
+    """(the report without its real-process section, that section)."""
+    start = text.find(REAL_SECTION)
+    if start < 0:
+        return text, ""
+    end = text.find("\n## ", start + len(REAL_SECTION))
+    end = len(text) if end < 0 else end + 1
+    return text[:start] + text[end:], text[start:end]
+
+
+def _check_real_metrics(got: dict, want: dict) -> list[str]:
+    """The wall-clock section: the same methods and keys; arrivals replayed exactly; sane
+    figures."""
+    problems = []
+    if sorted(got) != sorted(want):
+        return [f"metrics.json real: methods {sorted(got)} != committed {sorted(want)}"]
+    for method, r in got.items():
+        if sorted(r) != sorted(want[method]):
+            problems.append(f"metrics.json real.{method}: keys {sorted(r)}")
+            continue
+        if r["same_arrivals"] is not True or r["replayed_over_real"] not in (None, 1.0):
+            problems.append(f"metrics.json real.{method}: the replay differs from the real run")
+        if not (r["gradients"] > 0 and r["gradients_per_s"] > 0):
+            problems.append(f"metrics.json real.{method}: no gradients ({r['gradients']})")
+        if r["model_over_real"] is not None and not 0 < r["model_over_real"] <= 1.5:
+            problems.append(f"metrics.json real.{method}: model/real {r['model_over_real']}")
+    return problems
+
+
+def compare_results(committed: Path, rebuilt: Path) -> list[str]:
+    """Every difference between a committed ``results/<profile>/`` (its files as git has them)
+    and a rebuilt one, one line each; [] when they agree."""
+    problems = []
+    for path in sorted(p for p in committed.rglob("*") if p.is_file()):
+        rel = path.relative_to(committed).as_posix()
+        other = rebuilt / rel
+        if not other.is_file():
+            problems.append(f"{rel}: not rebuilt")
+            continue
+        a, b = path.read_bytes(), other.read_bytes()
+        if rel == "metrics.json":
+            ma, mb = json.loads(a), json.loads(b)
+            problems += _check_real_metrics(mb.pop("real", {}), ma.pop("real", {}))
+            for key in sorted(set(ma) | set(mb)):
+                if ma.get(key) != mb.get(key):
+                    problems.append(f"metrics.json: section {key!r} differs")
+        elif rel == "report.md":
+            (ra, sa), (rb, sb) = _real_section(a.decode()), _real_section(b.decode())
+            if ra != rb:
+                diff = next(
+                    (x, y) for x, y in zip(ra.splitlines(), rb.splitlines(), strict=False) if x != y
+                ) if ra.count("\n") == rb.count("\n") else ("(line count)", "")  # fmt: skip
+                problems.append(f"report.md differs: {diff[0][:100]!r} -> {diff[1][:100]!r}")
+            if _NUMBER.sub("#", sa) != _NUMBER.sub("#", sb):
+                problems.append("report.md: the real-process section changed shape")
+        elif rel in WALL_CLOCK_FIGURES:
+            if b[:8] != b"\x89PNG\r\n\x1a\n":
+                problems.append(f"{rel}: not a PNG")
+        elif a != b:
+            problems.append(f"{rel}: differs ({len(a)} -> {len(b)} bytes)")
+    # the record folders are ignored by git: only the top level and the figures are committed
+    for path in sorted([*rebuilt.glob("*"), *rebuilt.glob("figures/*")]):
+        rel = path.relative_to(rebuilt).as_posix()
+        if path.is_file() and not (committed / rel).exists():
+            problems.append(f"{rel}: rebuilt but not committed")
+    return problems
+
+
+def test_compare_results_sees_each_kind_of_difference(tmp_path):
+    committed, rebuilt = tmp_path / "committed", tmp_path / "rebuilt"
+    tracked = subprocess.run(
+        ["git", "ls-files", f"results/{PROFILE}"], cwd=PROJECT_ROOT, capture_output=True,
+        text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    assert f"results/{PROFILE}/metrics.json" in tracked and len(tracked) > 10
+    for rel in tracked:
+        for root in (committed, rebuilt):
+            dest = root / Path(rel).relative_to(f"results/{PROFILE}")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(PROJECT_ROOT / rel, dest)
+    assert compare_results(committed, rebuilt) == []
+
+    # the wall-clock numbers may change, nothing else
+    m = json.loads((rebuilt / "metrics.json").read_text())
+    for r in m["real"].values():
+        r["gradients_per_s"] *= 0.5
+    report = (rebuilt / "report.md").read_text()
+    head, real = _real_section(report)
+    real_changed = _NUMBER.sub(
+        lambda x: x.group(0) + "1" if "." in x.group(0) else x.group(0), real
+    )
+    (rebuilt / "report.md").write_text(report.replace(real, real_changed))
+    (rebuilt / "metrics.json").write_text(json.dumps(m))
+    (rebuilt / "figures/real_vs_replayed.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 9)
+    assert compare_results(committed, rebuilt) == []
+
+    # a stepsize, a headline number, a figure, a deterministic line, a missing and an extra file
+    lr = json.loads((rebuilt / "tuned_lr.json").read_text())
+    (rebuilt / "tuned_lr.json").write_text(json.dumps(lr) + " ")
+    m["compare"]["rows"][0]["label"] += "x"
+    m["real"][next(iter(m["real"]))]["same_arrivals"] = False
+    (rebuilt / "metrics.json").write_text(json.dumps(m))
+    (rebuilt / "report.md").write_text(report.replace("## Answer", "## Answer!"))
+    (rebuilt / "figures/scaling.png").write_bytes(b"\x89PNG")
+    (rebuilt / "scaling_lr.json").unlink()
+    (rebuilt / "figures/extra.png").write_bytes(b"\x89PNG")
+    got = compare_results(committed, rebuilt)
+    assert [g.split(":")[0] for g in got] == [
+        "figures/scaling.png",
+        "metrics.json real.asgd",
+        "metrics.json",
+        "report.md differs",
+        "scaling_lr.json",
+        "tuned_lr.json",
+        "figures/extra.png",
+    ], got
+
+
+@pytest.mark.slow
+def test_a_fresh_clone_rebuilds_the_committed_quick_profile(tmp_path):
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(PROJECT_ROOT), str(clone)], check=True, timeout=300)
+    committed = tmp_path / "committed"
+    shutil.copytree(clone / "results" / PROFILE, committed)
+    env = {
+        **os.environ,
+        "ASGD_DATA_DIR": str(clone / "data"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{clone / 'mlflow.db'}",
+    }
+    out = subprocess.run(
+        ["dvc", "exp", "run", "-S", f"profile={PROFILE}"],
+        cwd=clone, env=env, capture_output=True, text=True, timeout=3600,
+    )  # fmt: skip
+    assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
+    problems = compare_results(committed, clone / "results" / PROFILE)
+    assert problems == [], "\n".join(problems)
