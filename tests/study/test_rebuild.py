@@ -148,6 +148,9 @@ def test_compare_results_sees_each_kind_of_difference(tmp_path):
 def test_a_fresh_clone_rebuilds_the_committed_quick_profile(tmp_path):
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(PROJECT_ROOT), str(clone)], check=True, timeout=300)
+    for key, value in (("user.name", "rebuild test"), ("user.email", "rebuild@test.invalid")):
+        # `dvc exp run` commits the experiment in the clone: a machine without a git identity
+        subprocess.run(["git", "-C", str(clone), "config", key, value], check=True)
     committed = tmp_path / "committed"
     shutil.copytree(clone / "results" / PROFILE, committed)
     env = {
