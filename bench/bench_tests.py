@@ -4,12 +4,15 @@ skipped, deselected, errors) and the load average while it ran (sampled every 5 
 By default in a fresh ``git clone`` of the committed HEAD in a temporary folder (what a user
 runs first; uncommitted changes are not in it), with the clone's own code on the path;
 ``--in-place`` runs it in this working tree instead. ``--marker slow`` times the slow suite
-(``python -m pytest -m slow``); paths after the options narrow the run.
+(``python -m pytest -m slow``); paths after the options narrow the run. ``--hog N`` runs N busy
+processes (a CPU hog, one core each) beside the suite for its whole duration: the check that no
+assertion depends on timing (the suite must pass on a loaded machine).
 
-    python bench/bench_tests.py [--in-place] [--marker EXPR] [--out bench/results/] [PATH ...]
+    python bench/bench_tests.py [--in-place] [--marker EXPR] [--hog N] [--out bench/results/]
+                                [PATH ...]
 
-Writes bench/results/bench_tests-<marker, or default>[-<paths>].json (``--out``: a ``.json``
-file or a folder).
+Writes bench/results/bench_tests-<marker, or default>[-hog<N>][-<paths>].json (``--out``: a
+``.json`` file or a folder).
 """
 
 from __future__ import annotations
@@ -60,8 +63,10 @@ def parse_summary(output: str) -> dict:
     return {**counts, "pytest_seconds": None, "summary": None}
 
 
-def default_name(marker: str | None, paths: list[str]) -> str:
+def default_name(marker: str | None, paths: list[str], hog: int = 0) -> str:
     name = f"bench_tests-{re.sub(r'[^A-Za-z0-9_]+', '_', marker) if marker else 'default'}"
+    if hog:
+        name += f"-hog{hog}"
     if paths:
         name += "-" + "-".join(re.sub(r"[^A-Za-z0-9_]+", "_", Path(x).stem) for x in paths)
     return name + ".json"
@@ -74,13 +79,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--in-place", action="store_true", help="run in this tree, not a clone")
     p.add_argument("--marker", default=None, help="pytest -m EXPR (default: the fast suite)")
     p.add_argument("--out", default=None, help="a .json file, or a folder (default bench/results)")
+    p.add_argument("--hog", type=int, default=0, help="busy processes beside the suite")
     p.add_argument("paths", nargs="*", help="test paths (default: the whole suite)")
     a = p.parse_args(argv)
     cmd = [sys.executable, "-m", "pytest", *(["-m", a.marker] if a.marker else []), *a.paths]
     shown = " ".join(["python", "-m", "pytest", *cmd[3:]])
     where = "in place" if a.in_place else "fresh clone"
     m = Measurement("bench_tests", argv, a.marker or "default",
-                    {"test_command": shown, "where": where, "paths": a.paths})  # fmt: skip
+                    {"test_command": shown, "where": where, "paths": a.paths,
+                     "hog": a.hog})  # fmt: skip
     tmp = None
     if a.in_place:
         cwd, env, git = ROOT, clone_env(ROOT), None
@@ -90,10 +97,16 @@ def main(argv: list[str] | None = None) -> int:
         sha = fresh_clone(cwd)
         env, git = clone_env(cwd), {"commit": sha[:7], "dirty": False}
     print(f"{shown} ({where}: {cwd})", flush=True)
-    t0 = time.perf_counter()
-    out = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                         text=True)  # fmt: skip
-    seconds = time.perf_counter() - t0
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(a.hog)]
+    try:
+        t0 = time.perf_counter()
+        out = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        seconds = time.perf_counter() - t0
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
     print("\n".join(out.stdout.splitlines()[-15:]), flush=True)
     if out.returncode not in (0, 1):  # 0: passed, 1: some failed; else pytest did not run them
         print(f"error: pytest exited {out.returncode}: no record written", file=sys.stderr)
@@ -101,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     figures = {"seconds": seconds, "minutes": seconds / 60, "exit_code": out.returncode,
                **parse_summary(out.stdout)}  # fmt: skip
     record = m.finish(figures, UNITS, git=git or git_state())
-    write(out_file(a.out, default_name(a.marker, a.paths)), record)
+    write(out_file(a.out, default_name(a.marker, a.paths, a.hog)), record)
     if tmp is not None:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

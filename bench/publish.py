@@ -591,7 +591,13 @@ STUDY = {
 }
 TESTS = {
     "default": ("bench_tests-default.json", "python bench/bench_tests.py"),
+    "hog": ("bench_tests-default-hog2.json", "python bench/bench_tests.py --hog 2"),
     "slow": ("bench_tests-slow.json", "python bench/bench_tests.py --marker slow"),
+}
+_SUITE = {
+    "default": "`python -m pytest`",
+    "hog": "`python -m pytest` beside 2 busy processes (a CPU hog)",
+    "slow": "`python -m pytest -m slow`",
 }
 STUDY_TARGET = {"full": "<= 8 min", "quick": ""}
 
@@ -627,7 +633,7 @@ def tests_table(records: Records) -> str:
     t = Table(records, ["suite", "measured", "where"])
     for suite, (name, cmd) in TESTS.items():
         rec = records.get(name)
-        label = f"`{'python -m pytest' if suite == 'default' else 'python -m pytest -m slow'}`"
+        label = _SUITE[suite]
         if rec is None:
             t.add(label, missing(cmd), "-", "-")
             continue
