@@ -19,8 +19,10 @@ from pipeline.compose.datafiles import DATA_DIR_ENV
 _HERMETIC_ENV = (DATA_DIR_ENV, "MLFLOW_TRACKING_URI")
 
 
-# caches of tools (bytecode, linters) may change while the suite runs: not the tests' writing
-_TOOL_CACHES = ("__pycache__", ".ruff_cache", ".mypy_cache", ".pytest_cache")
+# caches of tools (bytecode, linters) may change while the suite runs: not the tests' writing;
+# nor mutmut's mutated copy and its bookkeeping (mutants/, docs/mutation.md), rewritten while a
+# mutation run goes on (and the whole of what a session run inside that copy sees)
+_TOOL_CACHES = ("__pycache__", ".ruff_cache", ".mypy_cache", ".pytest_cache", "mutants")
 
 
 def _tree_state() -> dict[str, tuple] | None:
