@@ -192,6 +192,21 @@ class ConsoleOutput:
             except Exception:  # the store is gone: the console still has it
                 pass
 
+    def say(self, line: str) -> None:
+        """``line`` on the console and in the store now, not when the pipe's reader thread gets
+        to it: a line the server must find (``ready``) even if the process is killed next."""
+        sys.stdout.flush()
+        data = (line + "\n").encode()
+        console = self.saved.get(1)
+        if console is not None:
+            try:
+                os.write(console, data)
+            except OSError:
+                pass
+        with self.lock:
+            self.buf += data
+        self.flush()
+
     def close(self) -> None:
         """Back to the console alone: what is left in the pipes still reaches it, and the store."""
         sys.stdout.flush()
@@ -256,10 +271,11 @@ def _serve(store, output, rank, world_size, url, start_timeout, parent) -> int:
     runner = JobRunner(objective, sampler, device, w, output.flush if output else None)
     protocol.serve_jobs(runner)
     info = {"pid": os.getpid(), "device": str(device), "host": os.uname().nodename}
-    print(f"worker {w} (rank {rank}) ready: pid {info['pid']} on {info['host']}, {device}")
-    sys.stdout.flush()
+    ready = f"worker {w} (rank {rank}) ready: pid {info['pid']} on {info['host']}, {device}"
     if output is not None:
-        output.flush()
+        output.say(ready)
+    else:
+        print(ready, flush=True)
     protocol.report(store, rank, protocol.READY, info)
     rpc.init_rpc(
         protocol.worker_name(rank),
