@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from pipeline import RunError, tracking
+from pipeline import PROJECT_ROOT, RunError, tracking
 from pipeline.compose.build import Experiment, build_experiment
 from pipeline.core.progress import progress_enabled
-from pipeline.core.records import RunRecorder, read_history, write_summary
+from pipeline.core.records import RUN_FILE, RunRecorder, read_history, write_summary
 from pipeline.core.theory import predict
 from pipeline.engines import TIME_KINDS, RunControl, RunResult, engine_class
 from pipeline.engines.base import BY_FAILURE, BY_SIGNAL
-from pipeline.tracking import NullTracker
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +52,16 @@ def run_experiment(
     recorder = RunRecorder(outdir, extra_history=exp.evaluator.extra_columns)
     tracker, engine = tracking.NullTracker(), None
     started = time.perf_counter()
+    circumstances = circumstances_at_start(exp)
+    write_summary(outdir, summarize(exp, None, recorder, "running", time_kind, None))
+    write_summary(outdir, circumstances, RUN_FILE)
     result: RunResult | None = None
     status, error = "failed", None
     try:  # from here on, whatever happens, the records and the MLflow run are closed
         tracker = tracking.open_run(cfg, exp, choices)
+        if tracker.run_id is not None:
+            circumstances["mlflow_run_id"] = tracker.run_id
+            write_summary(outdir, circumstances, RUN_FILE)
         recorder.on_history = tracker.log_history
         engine = make_engine(exp, recorder, trace=trace)
         result = engine.run()
@@ -68,19 +76,49 @@ def run_experiment(
         error = f"{type(e).__name__}: {e}"
         raise
     finally:
-        wall = time.perf_counter() - started
         result = result or (engine.control.result if engine is not None else None)
         try:
             recorder.close()
         finally:
-            summary = summarize(exp, result, recorder, status, wall, tracker, time_kind, error)
+            summary = summarize(exp, result, recorder, status, time_kind, error)
             write_summary(outdir, summary)
-            names = ("summary.json", "history.csv", "events.csv", "jobs.csv", "workers.log")
+            circumstances["wall_time_s"] = time.perf_counter() - started
+            circumstances["ended_at"] = _now()
+            write_summary(outdir, circumstances, RUN_FILE)
+            names = ("summary.json", RUN_FILE, "history.csv", "events.csv", "jobs.csv",
+                     "workers.log")  # fmt: skip
             files = [outdir / f for f in names] + [outdir / ".hydra" / "config.yaml"]
-            tracker.finish(summary, outdir, files)
+            tracker.finish({**summary, **circumstances}, outdir, files)
     if status == "diverged":
         log.warning("%s diverged (loss not finite); see %s", run_name, outdir / "summary.json")
     return summary, result
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def circumstances_at_start(exp: Experiment) -> dict:
+    """``run.json`` when the run starts: what differs between two runs of one configuration.
+    ``wall_time_s`` and ``ended_at`` are added when it ends, ``mlflow_run_id`` once it has one."""
+    return {
+        "started_at": _now(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "dataset_path": str(Path(exp.data_path).resolve()) if exp.data_path else None,
+        "mlflow_run_id": None,
+        "wall_time_s": None,
+        "ended_at": None,
+    }
+
+
+def dataset_file(path: str | Path | None) -> str | None:
+    """The data file as summary.json names it: relative to the project when it lies inside
+    (so two clones write the same summary), else absolute (the full path is in run.json)."""
+    if not path:
+        return None
+    p = Path(path).resolve()
+    return str(p.relative_to(PROJECT_ROOT)) if p.is_relative_to(PROJECT_ROOT) else str(p)
 
 
 def summarize(
@@ -88,8 +126,6 @@ def summarize(
     result: RunResult | None,
     recorder: RunRecorder,
     status: str,
-    wall: float,
-    tracker: Any,
     time_kind: str,
     error: str | None,
 ) -> dict:
@@ -117,6 +153,7 @@ def summarize(
         "cancelled": result.cancelled if result else None,
         "stopped_by": stopped_by(result, status, error),
         "failures": result.failures if result else [],
+        "final_update": _int(final.get("update")),  # the iterate the finals are from
         "final_loss": final.get("loss"),
         "final_suboptimality": final.get("suboptimality"),
         "final_grad_norm_sq": final.get("grad_norm_sq"),
@@ -125,14 +162,12 @@ def summarize(
         "f_star": f_star,
         "time_kind": time_kind,
         "sim_time": (result.time if result else None) if time_kind == "simulated" else None,
-        "wall_time_s": wall,
         "max_delay": recorder.max_delay,
         "mean_delay": recorder.mean_delay,
-        "dataset_file": str(exp.data_path) if exp.data_path else None,
+        "dataset_file": dataset_file(exp.data_path),
         "split": cfg.dataset.split,
         "worker_rows": [exp.objective.n_rows if r is None else len(r) for r in exp.rows],
         "worker_class_counts": exp.class_counts(),
-        "mlflow_run_id": tracker.run_id if not isinstance(tracker, NullTracker) else None,
         "status": status,
     }
     summary.update({f"rule_{k}": v for k, v in exp.rule.describe().items() if k != "lr"})
@@ -145,6 +180,10 @@ def summarize(
     if error:
         summary["error"] = error
     return summary
+
+
+def _int(v) -> int | None:
+    return None if v is None else int(v)
 
 
 def stopped_by(result: RunResult | None, status: str, error: str | None) -> str | None:

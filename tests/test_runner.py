@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -23,10 +24,15 @@ def test_documented_example_command_writes_the_records(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     for key in (
         "method", "engine", "n_workers", "gradients", "updates", "final_loss",
-        "final_suboptimality", "sim_time", "wall_time_s", "max_delay", "mean_delay",
-        "dataset_file", "mlflow_run_id", "status",
+        "final_suboptimality", "final_update", "sim_time", "max_delay", "mean_delay",
+        "dataset_file", "status",
     ):  # fmt: skip
         assert key in summary
+    info = json.loads((run / "run.json").read_text())  # the circumstances, apart
+    assert {"wall_time_s", "mlflow_run_id", "host", "pid", "started_at", "ended_at",
+            "dataset_path"} == set(info)  # fmt: skip
+    assert "wall_time_s" not in summary and "mlflow_run_id" not in summary
+    assert info["wall_time_s"] >= 0 and Path(info["dataset_path"]).is_absolute()
     assert summary["method"] == "asgd" and summary["engine"] == "sim"
     assert summary["gradients"] == 200 and summary["updates"] == 200
     assert summary["status"] == "finished" and summary["n_workers"] == 4

@@ -17,6 +17,7 @@ import pytest
 from pipeline import PROJECT_ROOT
 from pipeline.core.records import read_events, read_history
 from pipeline.tracking import client_for
+from tests.runinfo import mlflow_run_id
 
 LONG = (  # small_lstsq, 4 workers: a run that would go on for hours
     "optimizer=asgd", "dataset=small_lstsq", "topology.n_workers=4", "batch_size=8",
@@ -66,7 +67,7 @@ def _assert_killed_run(run_dir: Path, mlflow_uri: str) -> dict:
     assert int(history[-1]["gradients"]) <= summary["gradients"]
     assert history[-1]["time"] <= summary["sim_time"] and events[-1]["time"] <= summary["sim_time"]
     assert summary["final_loss"] == pytest.approx(history[-1]["loss"])
-    run = client_for(mlflow_uri).get_run(summary["mlflow_run_id"])
+    run = client_for(mlflow_uri).get_run(mlflow_run_id(run_dir))
     assert run.info.status == "KILLED" and run.data.tags["status"] == "killed"
     return summary
 
@@ -97,6 +98,6 @@ def test_sigterm_during_a_multirun_kills_the_job_and_the_sweep(tmp_path, small_d
     assert len(parents) == 1
     parent = parents[0]
     assert parent.info.status == "KILLED"
-    assert client.get_run(child["mlflow_run_id"]).data.tags["mlflow.parentRunId"] == (
+    assert client.get_run(mlflow_run_id(sweep / "0")).data.tags["mlflow.parentRunId"] == (
         parent.info.run_id
     )

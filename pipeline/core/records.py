@@ -4,9 +4,15 @@
   (engines hand rows to :meth:`RunRecorder.write_events` in chunks);
 - ``history.csv``: ``update,gradients,time,loss,suboptimality`` (+ extra metrics), evaluated
   every ``eval_every`` updates and at the end;
-- ``summary.json``: totals and final values (see :func:`write_summary`).
+- ``summary.json``: totals and final values (see :func:`write_summary`), written when the run
+  starts (``status: running``) and replaced atomically when it ends;
+- ``run.json``: the run's circumstances, which differ between two runs of one configuration
+  (MLflow run id, wall time, host, pid, the data file's absolute path): kept out of summary.json
+  so that every other record is byte-identical between reruns.
 
-Rows are buffered and appended in chunks, so a run that fails mid-way keeps what it wrote.
+Every file has its header from the first moment. Rows are buffered and appended in chunks, by
+count and by time (at most :data:`FLUSH_SECONDS` apart), so a run killed mid-way, even by
+SIGKILL, keeps every row up to about that long before the kill.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import csv
 import json
 import math
 import os
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -22,6 +29,8 @@ import numpy as np
 
 EVENT_COLUMNS = ("worker", "version", "delay", "applied", "lr", "time")
 HISTORY_COLUMNS = ("update", "gradients", "time", "loss", "suboptimality")
+SUMMARY_FILE, RUN_FILE = "summary.json", "run.json"
+FLUSH_SECONDS = 1.0  # rows reach the files at most this long after they were handed over
 
 
 def _floats(a: np.ndarray) -> list[str]:
@@ -51,6 +60,7 @@ class RunRecorder:
         outdir: str | os.PathLike,
         extra_history: Iterable[str] = (),
         flush_every: int = 16384,
+        flush_seconds: float = FLUSH_SECONDS,
         on_history: Callable[[list[dict]], None] | None = None,
     ):
         self.outdir = Path(outdir)
@@ -60,6 +70,8 @@ class RunRecorder:
         )
         self._history: list[dict] = []
         self.flush_every = flush_every
+        self.flush_seconds = flush_seconds
+        self._flushed_at = self._history_flushed_at = time.monotonic()
         self.on_history = on_history
         self.n_events = 0
         self.n_applied = 0
@@ -71,7 +83,16 @@ class RunRecorder:
         self._history_file = open(self.outdir / "history.csv", "w", newline="")  # noqa: SIM115
         self._history_writer = csv.writer(self._history_file, lineterminator="\n")
         self._history_writer.writerow(self.history_columns)
+        self._events_file.flush()  # the headers are on disk from the first moment
+        self._history_file.flush()
         self._closed = False
+
+    def due(self, pending: int) -> bool:
+        """Whether an engine holding ``pending`` unwritten event rows should hand them over now:
+        ``flush_every`` of them, or any after ``flush_seconds`` (a real run's slow arrivals)."""
+        if pending >= self.flush_every:
+            return True
+        return pending > 0 and time.monotonic() - self._flushed_at >= self.flush_seconds
 
     def write_events(self, rows: list[tuple]) -> None:
         """Append event rows ``(worker, version, delay, lr, step, time)``."""
@@ -97,16 +118,24 @@ class RunRecorder:
         strs.append(_floats(T))
         self._events_file.write("\n".join(map(",".join, zip(*strs, strict=True))) + "\n")
         self._events_file.flush()
+        self._history_file.flush()  # rows evaluated up to these events
+        self._flushed_at = self._history_flushed_at = time.monotonic()
 
     def history(self, row: dict) -> None:
-        self.last_history = row
-        self._history.append(row)
+        """Write an evaluated row; it is ``last_history`` only once it is written (a signal in
+        between must not leave finals that the file never got)."""
         self._history_writer.writerow([_fmt(row.get(c)) for c in self.history_columns])
+        self._history.append(row)
+        self.last_history = row
         if len(self._history) >= 256:
             self.flush_history()
+        elif time.monotonic() - self._history_flushed_at >= self.flush_seconds:
+            self._history_file.flush()
+            self._history_flushed_at = time.monotonic()
 
     def flush_history(self) -> None:
         self._history_file.flush()
+        self._history_flushed_at = time.monotonic()
         rows, self._history = self._history, []
         if rows and self.on_history is not None:
             self.on_history(rows)
@@ -136,8 +165,9 @@ def _json_safe(v):
     return v
 
 
-def write_summary(outdir: str | os.PathLike, summary: dict) -> Path:
-    path = Path(outdir) / "summary.json"
+def write_summary(outdir: str | os.PathLike, summary: dict, name: str = SUMMARY_FILE) -> Path:
+    """Write ``summary`` as ``outdir/name`` atomically (a temporary file, then a rename)."""
+    path = Path(outdir) / name
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(_json_safe(summary), indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)

@@ -106,12 +106,14 @@ class RunControl:
                 raise self._error
 
     def record(self, x: torch.Tensor, update: int, gradients: int, time: float) -> dict:
+        """Evaluate ``x`` and write its history row; returns the row."""
         metrics = self.evaluator(x)
+        row = {"update": update, "gradients": gradients, "time": time, **metrics}
+        self.recorder.history(row)
         self.last_update = update
-        self.recorder.history({"update": update, "gradients": gradients, "time": time, **metrics})
         if self.evaluator.diverged(metrics):
             self.diverged = True
-        return metrics
+        return row
 
     def start(self, x: torch.Tensor) -> None:
         self.record(x, 0, 0, 0.0)
@@ -139,20 +141,30 @@ class RunControl:
         cancelled: int = 0,
         **kwargs,
     ) -> RunResult:
-        """The final evaluation (unless the run failed) and the result."""
+        """The final evaluation, whatever the run's end (finished, diverged, failed, killed),
+        of the last iterate, unless its history row is the last one written already; where that
+        evaluation itself fails (or a second signal lands in it), the finals are the last row
+        written. ``final["update"]`` says which iterate the finals are from."""
         self._bar.close()
-        self._drain()
-        final: dict = {}
-        if status not in ("failed",):
-            try:
-                if self.last_update != version:
-                    final = self.record(x, version, gradients, time)
-                else:
-                    final = dict(self.recorder.last_history or {})
-            except KeyboardInterrupt:
-                final = dict(self.recorder.last_history or {})
-            if self.diverged and status == "finished":
-                status, stopped_by = "diverged", BY_DIVERGENCE
+        try:
+            self._drain()
+        except Exception:
+            if status == "finished":
+                raise
+        written = self.recorder.last_history
+        try:
+            if written is not None and written.get("update") == version:
+                final = dict(written)
+            else:
+                final = self.record(x, version, gradients, time)
+        except KeyboardInterrupt:
+            final = dict(self.recorder.last_history or {})
+        except Exception:
+            if status == "finished":
+                raise
+            final = dict(self.recorder.last_history or {})
+        if self.diverged and status == "finished":
+            status, stopped_by = "diverged", BY_DIVERGENCE
         self.result = RunResult(
             x=x,
             status=status,

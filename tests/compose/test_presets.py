@@ -11,6 +11,7 @@ from pipeline.core.records import read_history
 from pipeline.runner import run_experiment
 from pipeline.tracking import client_for
 from tests.conftest import compose_cfg
+from tests.runinfo import mlflow_run_id
 
 SHORT = {  # preset -> (gradients, lowest acceptable test accuracy; chance is 0.1)
     "paper_quadratic": (800, None),
@@ -36,7 +37,7 @@ def test_preset_runs_short(preset, tmp_path, mlflow_uri):
     history = read_history(tmp_path / "history.csv")
     assert "grad_norm_sq" in history[0]
     assert summary["final_grad_norm_sq"] == pytest.approx(history[-1]["grad_norm_sq"])
-    run = client_for(mlflow_uri).get_run(summary["mlflow_run_id"])
+    run = client_for(mlflow_uri).get_run(mlflow_run_id(tmp_path))
     assert "curves/grad_norm_sq" in run.data.metrics
     if min_acc is None:
         assert summary["final_test_accuracy"] is None and summary["final_test_loss"] is None

@@ -22,6 +22,7 @@ from pipeline.core.trace import read_jobs
 from pipeline.engines.rpc.launch import free_port
 from pipeline.runner import run_experiment
 from tests.conftest import PROJECT_ROOT, compose_cfg, run_cli
+from tests.runinfo import mlflow_run_id
 
 #: seconds after which a run that should have ended counts as hung (never a speed assertion:
 #: the suite must pass on a loaded machine)
@@ -114,7 +115,7 @@ def test_rpc_run_writes_complete_records(tmp_path, small_data, mlflow_uri):
     assert all(j["end"] >= j["start"] for j in arrived)
     from pipeline.tracking import client_for
 
-    run = client_for(mlflow_uri).get_run(summary["mlflow_run_id"])
+    run = client_for(mlflow_uri).get_run(mlflow_run_id(tmp_path))
     assert run.info.status == "FINISHED" and run.data.tags["engine"] == "rpc"
     assert (
         "progress/wall_time" in run.data.metrics and "results/gradients_per_s" in run.data.metrics
@@ -208,10 +209,14 @@ def test_a_worker_exception_fails_the_run_cleanly(tmp_path, small_data, mlflow_u
     assert summary["error"] == "worker 1 failed: RuntimeError: injected fault (ASGD_WORKER_FAULT)"
     events = read_events(tmp_path / "events.csv")
     assert 3 <= len(events) == summary["gradients"]  # what arrived before the fault is kept
-    assert read_history(tmp_path / "history.csv")[0]["update"] == 0
+    history = read_history(tmp_path / "history.csv")
+    assert history[0]["update"] == 0
+    # a failed run ends with an evaluation of its last iterate too: the finals are that row
+    assert int(history[-1]["update"]) == summary["final_update"] == summary["updates"]
+    assert summary["final_loss"] == history[-1]["loss"]
     from pipeline.tracking import client_for
 
-    assert client_for(mlflow_uri).get_run(summary["mlflow_run_id"]).info.status == "FAILED"
+    assert client_for(mlflow_uri).get_run(mlflow_run_id(tmp_path)).info.status == "FAILED"
     assert_no_workers_left(summary)
 
 
@@ -283,7 +288,7 @@ def _signal_run(tmp_path, small_data, mlflow_uri, sig, code):
     assert len(read_events(tmp_path / "events.csv")) == summary["gradients"] > 0
     from pipeline.tracking import client_for
 
-    assert client_for(mlflow_uri).get_run(summary["mlflow_run_id"]).info.status == "KILLED"
+    assert client_for(mlflow_uri).get_run(mlflow_run_id(tmp_path)).info.status == "KILLED"
     assert_no_workers_left(summary)
 
 
@@ -562,7 +567,7 @@ def test_two_real_runs_at_once_and_an_rpc_multirun(tmp_path, small_data):
         s = json.loads((tmp_path / f"run{i}" / "summary.json").read_text())
         assert s["status"] == "finished" and s["gradients"] == 80
         assert len(read_events(tmp_path / f"run{i}" / "events.csv")) == 80
-        assert client.get_run(s["mlflow_run_id"]).info.status == "FINISHED"
+        assert client.get_run(mlflow_run_id(tmp_path / f"run{i}")).info.status == "FINISHED"
         assert_no_workers_left(s)
     rest = [a for a in common[3:] if a != "optimizer=asgd"]
     out = run_cli("-m", *rest, "optimizer=asgd,minibatch", f"hydra.sweep.dir={tmp_path / 'sweep'}")

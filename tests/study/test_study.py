@@ -22,6 +22,7 @@ from pipeline.report import build_report, readme_block
 from pipeline.runner import run_experiment
 from pipeline.study import Group, Sweep, bracket, multirun, select, tune_sweep
 from tests.conftest import compose_cfg
+from tests.runinfo import mlflow_run_id
 
 
 def test_tuning_picks_the_known_best_and_survives_divergence(tmp_path):
@@ -458,7 +459,7 @@ def test_mlflow_ui_lists_the_study_runs(tmp_path, mlflow_uri):
         with urllib.request.urlopen(req, timeout=10) as r:
             runs = json.load(r)["runs"]
         ids = {run["info"]["run_id"] for run in runs}
-        assert summary["mlflow_run_id"] in ids
+        assert mlflow_run_id(tmp_path / "run") in ids
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)

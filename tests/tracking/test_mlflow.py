@@ -28,6 +28,7 @@ from pipeline.tracking import (
     retrying,
 )
 from tests.conftest import compose_cfg, run_cli
+from tests.runinfo import mlflow_run_id
 
 SMALL = ("topology.n_workers=4", "budget.gradients=200", "batch_size=8", "eval_every=20")
 
@@ -46,7 +47,7 @@ def test_single_run_is_logged(tmp_path, mlflow_uri, small_data):
                       *small(small_data))  # fmt: skip
     summary, _ = run_experiment(cfg, tmp_path, {"experiment": "paper_quadratic"})
     client = client_for(mlflow_uri)
-    run = client.get_run(summary["mlflow_run_id"])
+    run = client.get_run(mlflow_run_id(tmp_path))
     assert run.info.status == "FINISHED"
     assert run.info.run_name == "asgd_adaptive homogeneous n=4 lr=0.43 seed=0"
     tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
@@ -91,8 +92,12 @@ def test_single_run_is_logged(tmp_path, mlflow_uri, small_data):
     # summary.json keeps every value, whatever its MLflow home
     on_disk = json.loads((tmp_path / "summary.json").read_text())
     for key in ("applied", "batch_size", "eval_every", "f_star", "theory_ratio_mb_over_asgd",
-                "final_suboptimality", "time_to_target", "max_delay", "mlflow_run_id"):  # fmt: skip
+                "final_suboptimality", "time_to_target", "max_delay", "final_update"):  # fmt: skip
         assert key in on_disk
+    assert on_disk["final_update"] == on_disk["updates"]
+    # the circumstances are in run.json, and MLflow has them too
+    assert mlflow_run_id(tmp_path) == run.info.run_id
+    assert "wall_time_s" not in on_disk and float(run.data.tags["wall_time_s"]) >= 0
 
 
 def test_dataset_inputs_carry_train_and_test(tmp_path):
@@ -137,7 +142,7 @@ def test_sweep_has_one_named_parent_with_the_comparison(tmp_path, mlflow_uri, sm
     assert parent.info.run_name == "tune homogeneous"  # tracking.sweep_name
     assert parent.data.tags["topology"] == "homogeneous" and parent.data.tags["method"] == "asgd"
     children = children_of(client, parent.info.run_id)
-    assert sorted(c.info.run_id for c in children) == sorted(s["mlflow_run_id"] for s in summaries)
+    assert sorted(c.info.run_id for c in children) == sorted(mlflow_run_id(tmp_path / "sweep" / str(i)) for i in (0, 1, 2))
     assert sorted(c.info.status for c in children) == ["FAILED", "FINISHED", "FINISHED"]
     # names tell the children apart: they differ in lr only
     assert sorted(c.info.run_name for c in children) == [
@@ -151,10 +156,10 @@ def test_sweep_has_one_named_parent_with_the_comparison(tmp_path, mlflow_uri, sm
     local = client.download_artifacts(parent.info.run_id, "comparison.csv", str(tmp_path))
     with open(local) as f:
         rows = list(csv.DictReader(f))
-    assert sorted(r["run_id"] for r in rows) == sorted(s["mlflow_run_id"] for s in summaries)
+    assert sorted(r["run_id"] for r in rows) == sorted(mlflow_run_id(tmp_path / "sweep" / str(i)) for i in (0, 1, 2))
     assert rows[-1]["status"] == "FAILED"  # the diverged run ranks last
-    best = min(summaries[:2], key=lambda s: s["final_suboptimality"])
-    assert rows[0]["run_id"] == best["mlflow_run_id"]  # none reached a target: lowest final
+    best = min((0, 1), key=lambda i: summaries[i]["final_suboptimality"])
+    assert rows[0]["run_id"] == mlflow_run_id(tmp_path / "sweep" / str(best))  # none reached a target: lowest final
 
 
 def test_every_stage_selection_is_a_run(tmp_path, mlflow_uri):
@@ -271,8 +276,7 @@ def test_parallel_starts_on_a_fresh_store(tmp_path, small_data):
     exp = client.get_experiment_by_name("async-sgd")
     runs = client.search_runs([exp.experiment_id])
     assert sorted(r.info.status for r in runs) == ["FINISHED"] * 4
-    ids = {json.loads((tmp_path / f"run{i}" / "summary.json").read_text())["mlflow_run_id"]
-           for i in range(4)}  # fmt: skip
+    ids = {mlflow_run_id(tmp_path / f"run{i}") for i in range(4)}
     assert ids == {r.info.run_id for r in runs}
 
 
@@ -299,5 +303,5 @@ def test_parallel_multirun_loses_nothing(tmp_path, small_data):
     for job in jobs:
         for f in ("summary.json", "history.csv", "events.csv"):
             assert (job / f).stat().st_size > 0, job / f
-    ids = {json.loads((j / "summary.json").read_text())["mlflow_run_id"] for j in jobs}
+    ids = {mlflow_run_id(j) for j in jobs}
     assert ids == {c.info.run_id for c in children}

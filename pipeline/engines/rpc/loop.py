@@ -30,6 +30,7 @@ class JobsFile:
         self._file = open(path, "w", newline="")  # noqa: SIM115
         self._writer = csv.writer(self._file, lineterminator="\n")
         self._writer.writerow(JOB_COLUMNS)
+        self._file.flush()  # the header, from the first moment
         self.open: list[tuple[int, int, float] | None] = [None] * n  # (seq, version, start)
 
     def start(self, w: int, seq: int, version: int, now: float) -> None:
@@ -41,6 +42,10 @@ class JobsFile:
         end = "" if status in ("unfinished", "lost") else repr(now)
         c = "" if compute is None else repr(compute)
         self._writer.writerow((w, seq - 1, v, repr(start), end, status, c))
+
+    def flush(self) -> None:
+        if self._file is not None:
+            self._file.flush()
 
     def close(self, now: float) -> None:
         if self._file is None:
@@ -257,9 +262,10 @@ class ServerLoop:
                 self.now = time.perf_counter() - self.t0
                 self.jobs.end(w, "arrived", self.now, self.compute[w])
                 d = core.arrive(w, self.now)
-                if len(core.rows) >= recorder.flush_every:
+                if recorder.due(len(core.rows)):  # by count, or a second after the last
                     recorder.write_events(core.rows)
                     core.rows = []
+                    self.jobs.flush()
                 if d.step and self.stepped():
                     stopped_by = None  # diverged
                     break
