@@ -20,6 +20,18 @@ def test_a_round_steps_once_every_live_worker_sent_a_gradient_at_x_k():
     assert r.on_gradient(0, 1) == Decision(0, 0.0, False)  # twice in one round: ignored
 
 
+def test_each_round_is_one_version_later():
+    r = MinibatchSGD(2, 1.0)
+    for k in range(3):  # rounds at x_0, x_1, x_2
+        assert r.on_gradient(1, k) == Decision(0, 0.5, False)
+        assert r.on_gradient(0, k) == Decision(0, 0.5, True, (0, 1))
+        assert r.version == k + 1
+    assert r.on_gradient(0, 1) == Decision(2, 0.0, False)  # two rounds late: stale by 2
+    assert r.on_gradient(1, 3) == Decision(0, 0.5, False)
+    assert r.on_worker_lost(0) == Decision(0, 0.0, True, (1,))  # the round it closes: x_4
+    assert r.version == 4
+
+
 def test_a_lost_worker_shrinks_the_round_and_may_close_it():
     r = MinibatchSGD(3, 1.5)
     r.on_gradient(0, 0)
