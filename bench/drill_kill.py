@@ -75,8 +75,9 @@ def kill_once(engine: str, at: float, work: Path, data: Path) -> dict:
     time.sleep(3.0)  # the workers' parent-death signal, and the kernel's reaping
     left = [p for p in procs[1:] if alive(p)]
     summary = json.loads((run / "summary.json").read_text())
-    headers = (_rows(events)[0] == ",".join(EVENT_COLUMNS)
-               and _rows(run / "history.csv")[0].startswith(",".join(HISTORY_COLUMNS)))
+    headers = _rows(events)[0] == ",".join(EVENT_COLUMNS) and _rows(run / "history.csv")[
+        0
+    ].startswith(",".join(HISTORY_COLUMNS))
     if engine == "rpc":
         headers = headers and (run / "jobs.csv").read_text().startswith("worker,")
     rows = len(_rows(events)) - 1
@@ -129,8 +130,10 @@ def main(argv: list[str] | None = None) -> None:
                                "processes_left": sum(r["processes_left"] for r in runs),
                                "runs": runs}  # fmt: skip
     for engine, f in figures.items():
-        print(f"{engine}: {f['ok']}/{f['repeats']} as specified; records reach "
-              f"{f['lag_s_min']:.2f}-{f['lag_s_max']:.2f} s before the kill")
+        print(
+            f"{engine}: {f['ok']}/{f['repeats']} as specified; records reach "
+            f"{f['lag_s_min']:.2f}-{f['lag_s_max']:.2f} s before the kill"
+        )
     write(out_file(a.out, "drill_kill.json"), m.finish(figures, UNITS))
 
 

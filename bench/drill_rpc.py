@@ -146,7 +146,11 @@ def drill(kind: str, rng: np.random.Generator, workdir: Path, data: Path) -> dic
     elif kind == "sigterm-server":
         from mlflow.tracking import MlflowClient
 
-        status = MlflowClient(uri).get_run(json.loads((run / "run.json").read_text())["mlflow_run_id"]).info.status
+        status = (
+            MlflowClient(uri)
+            .get_run(json.loads((run / "run.json").read_text())["mlflow_run_id"])
+            .info.status
+        )
         ok = proc.returncode == 143 and summary.get("status") == "killed" and status == "KILLED"
     else:
         ok = proc.returncode == 1 and len(errors) == 1 and "is taken" in errors[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -18,7 +19,7 @@ from pipeline.core.progress import progress_enabled
 from pipeline.core.records import RUN_FILE, RunRecorder, read_history, write_summary
 from pipeline.core.theory import predict
 from pipeline.engines import TIME_KINDS, RunControl, RunResult, engine_class
-from pipeline.engines.base import BY_FAILURE, BY_SIGNAL
+from pipeline.engines.base import BY_FAILURE, BY_SIGNAL, CHECKPOINT_FILE, Checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -40,19 +41,30 @@ def make_engine(exp: Experiment, recorder: RunRecorder, trace: bool = False):
 
 
 def run_experiment(
-    cfg: Any, outdir: str | Path, choices: dict[str, str] | None = None, trace: bool = False
+    cfg: Any,
+    outdir: str | Path,
+    choices: dict[str, str] | None = None,
+    trace: bool = False,
+    resume: bool = False,
 ) -> tuple[dict, RunResult | None]:
-    """Run ``cfg`` and write its records into ``outdir``; returns (summary, result)."""
+    """Run ``cfg`` and write its records into ``outdir``; returns (summary, result).
+    ``resume``: ``outdir`` holds this configuration's killed or failed run: go on from its
+    checkpoint (start over where it has none)."""
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     exp = build_experiment(cfg)  # raises ConfigError before any work
     torch.set_num_threads(cfg.threads)
     time_kind = TIME_KINDS[cfg.engine.name]
     run_name = tracking.run_name(cfg, exp)
-    recorder = RunRecorder(outdir, extra_history=exp.evaluator.extra_columns)
+    checkpoint = outdir / CHECKPOINT_FILE
+    loaded = None
+    if resume and checkpoint.exists():
+        loaded = torch.load(checkpoint, weights_only=False)
+    recorder = RunRecorder(outdir, extra_history=exp.evaluator.extra_columns,
+                           resume=loaded["recorder"] if loaded else None)  # fmt: skip
     tracker, engine = tracking.NullTracker(), None
     started = time.perf_counter()
-    circumstances = circumstances_at_start(exp)
+    circumstances = circumstances_at_start(exp, outdir if resume else None, loaded)
     write_summary(outdir, summarize(exp, None, recorder, "running", time_kind, None))
     write_summary(outdir, circumstances, RUN_FILE)
     result: RunResult | None = None
@@ -64,6 +76,9 @@ def run_experiment(
             write_summary(outdir, circumstances, RUN_FILE)
         recorder.on_history = tracker.log_history
         engine = make_engine(exp, recorder, trace=trace)
+        every = cfg.engine.get("checkpoint_every")
+        if hasattr(engine, "checkpoints") and not trace:
+            engine.checkpoints = Checkpoints(checkpoint, every, loaded)
         result = engine.run()
         status = result.status
     except KeyboardInterrupt as e:
@@ -82,7 +97,10 @@ def run_experiment(
         finally:
             summary = summarize(exp, result, recorder, status, time_kind, error)
             write_summary(outdir, summary)
-            circumstances["wall_time_s"] = time.perf_counter() - started
+            if status in ("finished", "diverged") and checkpoint.exists():
+                checkpoint.unlink()  # nothing to resume
+            circumstances["wall_time_s"] = (circumstances["wall_time_s"] or 0.0) + (
+                time.perf_counter() - started)  # fmt: skip
             circumstances["ended_at"] = _now()
             write_summary(outdir, circumstances, RUN_FILE)
             names = ("summary.json", RUN_FILE, "history.csv", "events.csv", "jobs.csv",
@@ -98,18 +116,29 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def circumstances_at_start(exp: Experiment) -> dict:
+def circumstances_at_start(
+    exp: Experiment, resumed: Path | None = None, loaded: dict | None = None
+) -> dict:
     """``run.json`` when the run starts: what differs between two runs of one configuration.
-    ``wall_time_s`` and ``ended_at`` are added when it ends, ``mlflow_run_id`` once it has one."""
-    return {
-        "started_at": _now(),
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
+    ``wall_time_s`` and ``ended_at`` are added when it ends, ``mlflow_run_id`` once it has one.
+    A resumed run keeps the earlier file's start, run id and wall time, and adds to its list
+    ``resumed`` when, where and from which arrival it went on."""
+    now = {"host": socket.gethostname(), "pid": os.getpid()}
+    old = {}
+    if resumed is not None and (resumed / RUN_FILE).exists():
+        old = json.loads((resumed / RUN_FILE).read_text())
+    info = {
+        "started_at": old.get("started_at", _now()),
+        **now,
         "dataset_path": str(Path(exp.data_path).resolve()) if exp.data_path else None,
-        "mlflow_run_id": None,
-        "wall_time_s": None,
+        "mlflow_run_id": old.get("mlflow_run_id"),
+        "wall_time_s": old.get("wall_time_s"),
         "ended_at": None,
     }
+    if resumed is not None:
+        at = {"at": _now(), **now, "from_gradients": loaded["done"] if loaded else 0}
+        info["resumed"] = [*old.get("resumed", []), at]
+    return info
 
 
 def dataset_file(path: str | Path | None) -> str | None:

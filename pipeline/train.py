@@ -95,6 +95,8 @@ def main() -> None:
     if os.environ.get("TORCHELASTIC_RUN_ID") and any(a in ("-m", "--multirun") for a in argv):
         print("error: under torchrun, pipeline.train runs one job (no -m)", file=sys.stderr)
         sys.exit(2)
+    if any(a.startswith("resume=") for a in argv):
+        sys.exit(resume_main(argv))
     info_only = any(
         a in ("--help", "-h", "--hydra-help", "--info", "--cfg", "-c")
         or a.startswith("--info")
@@ -118,6 +120,92 @@ def main() -> None:
     if _FAILED_JOBS:
         print(f"error: {len(_FAILED_JOBS)} job(s) of the sweep failed", file=sys.stderr)
         sys.exit(1)
+
+
+RESUMABLE = ("killed", "failed", "running")  # "running": a process killed by SIGKILL
+
+
+def resume_main(argv: list[str]) -> int:
+    """``python -m pipeline.train resume=<run dir>``: continue that run, in that folder, with
+    the configuration it was started with (no other override: the records must stay one
+    run's). Exit codes as for a run; a folder that cannot be resumed is one line, exit 2."""
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from pipeline.core.records import RUN_FILE, SUMMARY_FILE
+    from pipeline.runner import run_experiment
+
+    if len(argv) != 1:
+        print("error: resume=<run dir> takes no other argument (the run keeps its config)",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    run_dir = Path(argv[0].split("=", 1)[1]).expanduser()
+    cfg_file, summary_file = run_dir / ".hydra" / "config.yaml", run_dir / SUMMARY_FILE
+    if not all(f.exists() for f in (cfg_file, summary_file, run_dir / ".hydra/overrides.yaml")):
+        print(f"error: resume: {run_dir} is not a run's folder (no .hydra/config.yaml and "
+              f"summary.json)", file=sys.stderr)  # fmt: skip
+        return 2
+    import json
+
+    status = json.loads(summary_file.read_text()).get("status")
+    if status not in RESUMABLE:
+        print(f"error: resume: the run in {run_dir} is {status}; only a killed, failed or "
+              f"interrupted run can be resumed", file=sys.stderr)  # fmt: skip
+        return 2
+    # the run's own overrides, composed again: the typed config the run had (conf/ unchanged)
+    from hydra import compose, initialize_config_dir
+
+    overrides = list(OmegaConf.load(run_dir / ".hydra" / "overrides.yaml"))
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        cfg = compose(config_name="config", overrides=overrides)
+    if OmegaConf.to_yaml(cfg) != OmegaConf.to_yaml(OmegaConf.load(cfg_file)):
+        print(f"error: resume: conf/ no longer composes the run's overrides to the config in "
+              f"{cfg_file}; resume it with the code it was started with",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    if cfg.engine.name != "sim":
+        print(f"error: resume: engine={cfg.engine.name} runs cannot be resumed yet (engine=sim "
+              f"runs can)", file=sys.stderr)  # fmt: skip
+        return 2
+    pid = json.loads((run_dir / RUN_FILE).read_text()).get("pid") if (
+        run_dir / RUN_FILE).exists() else None  # fmt: skip
+    if status == "running" and pid and _alive(pid):
+        print(f"error: resume: the run in {run_dir} is still running (pid {pid})",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    logging.basicConfig(
+        level=logging.INFO,
+        format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s",
+        handlers=[logging.FileHandler(run_dir / "train.log"), logging.StreamHandler()],
+    )
+    install_signal_handlers()
+    try:
+        summary, _ = run_experiment(cfg, run_dir, resume=True)
+    except KeyboardInterrupt as e:
+        signum = getattr(e, "signum", signal.SIGINT)
+        print(f"error: {getattr(e, 'reason', 'interrupted (SIGINT)')}", file=sys.stderr)
+        return 128 + signum
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except RunError as e:
+        print(f"error: {e} ({run_dir})", file=sys.stderr)
+        return 1
+    log.info("%s resumed: %s after %d gradients, %d updates; loss %s, F-F* %s", summary["method"],
+             summary["status"], summary["gradients"], summary["updates"] or 0,
+             _g4(summary["final_loss"]), _g4(summary["final_suboptimality"]))  # fmt: skip
+    return 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _abort_sweep() -> None:

@@ -91,7 +91,7 @@ def test_sigterm_during_a_multirun_kills_the_job_and_the_sweep(tmp_path, small_d
     err = _terminate_when_recording(proc, sweep / "0")
     assert proc.returncode == 143, err[-2000:]
     assert not (sweep / "1").exists()  # the sweep stopped: no further job started
-    child = _assert_killed_run(sweep / "0", mlflow_uri)
+    _assert_killed_run(sweep / "0", mlflow_uri)
     client = client_for(mlflow_uri)
     exp = client.get_experiment_by_name("async-sgd")
     parents = client.search_runs([exp.experiment_id], f"tags.sweep_dir = '{sweep}'")

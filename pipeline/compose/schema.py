@@ -227,6 +227,8 @@ class EngineConfig:
 @dataclass
 class SimEngineConfig(EngineConfig):
     name: str = "sim"
+    # seconds between checkpoints (checkpoint.pt, for resume=<run dir>); null: none
+    checkpoint_every: float | None = num(60.0, gt=0, high=86400, nullable=True)
 
 
 @dataclass

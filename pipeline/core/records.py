@@ -62,7 +62,10 @@ class RunRecorder:
         flush_every: int = 16384,
         flush_seconds: float = FLUSH_SECONDS,
         on_history: Callable[[list[dict]], None] | None = None,
+        resume: dict | None = None,
     ):
+        """``resume``: a :meth:`state` of an earlier recorder of this folder; the files are cut
+        back to where that state was taken and appended to."""
         self.outdir = Path(outdir)
         self.outdir.mkdir(parents=True, exist_ok=True)
         self.history_columns = HISTORY_COLUMNS + tuple(
@@ -78,11 +81,23 @@ class RunRecorder:
         self.max_delay = 0
         self.sum_delay = 0
         self.last_history: dict | None = None
-        self._events_file = open(self.outdir / "events.csv", "w", newline="")  # noqa: SIM115
-        self._events_file.write(",".join(EVENT_COLUMNS) + "\n")
-        self._history_file = open(self.outdir / "history.csv", "w", newline="")  # noqa: SIM115
+        events, history = self.outdir / "events.csv", self.outdir / "history.csv"
+        if resume is not None:
+            for k in ("n_events", "n_applied", "max_delay", "sum_delay", "last_history"):
+                setattr(self, k, resume[k])
+            for path, size in (
+                (events, resume["events_bytes"]),
+                (history, resume["history_bytes"]),
+            ):
+                with open(path, "rb+") as f:
+                    f.truncate(size)
+        mode = "w" if resume is None else "a"
+        self._events_file = open(events, mode, newline="")  # noqa: SIM115
+        self._history_file = open(history, mode, newline="")  # noqa: SIM115
         self._history_writer = csv.writer(self._history_file, lineterminator="\n")
-        self._history_writer.writerow(self.history_columns)
+        if resume is None:
+            self._events_file.write(",".join(EVENT_COLUMNS) + "\n")
+            self._history_writer.writerow(self.history_columns)
         self._events_file.flush()  # the headers are on disk from the first moment
         self._history_file.flush()
         self._closed = False
@@ -139,6 +154,16 @@ class RunRecorder:
         rows, self._history = self._history, []
         if rows and self.on_history is not None:
             self.on_history(rows)
+
+    def state(self) -> dict:
+        """Everything written so far, flushed, and the counters: where a resumed run goes on."""
+        self.flush_history()
+        self._events_file.flush()
+        return {"events_bytes": self._events_file.tell(),
+                "history_bytes": self._history_file.tell(),
+                "n_events": self.n_events, "n_applied": self.n_applied,
+                "max_delay": self.max_delay, "sum_delay": self.sum_delay,
+                "last_history": self.last_history}  # fmt: skip
 
     @property
     def mean_delay(self) -> float | None:

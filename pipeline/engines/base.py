@@ -3,9 +3,12 @@ owns evaluation cadence, divergence, budgets, progress and the final record."""
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
+import time as _time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import torch
@@ -21,6 +24,8 @@ BY_DIVERGENCE = "divergence"
 BY_EXHAUSTION = "no jobs left"  # nothing in flight (a trace ran out, or every worker is lost)
 BY_FAILURE = "failure"
 BY_SIGNAL = "signal"
+
+CHECKPOINT_FILE = "checkpoint.pt"
 
 
 @dataclass
@@ -45,6 +50,32 @@ class Engine(Protocol):
     time_kind: str  # "simulated" | "wall"
 
     def run(self) -> RunResult: ...
+
+
+class Checkpoints:
+    """``checkpoint.pt`` in a run's folder: the engine's state at a point where the records on
+    disk end exactly there, written atomically (a temporary file, then a rename) at most every
+    ``every`` seconds (None: never). ``loaded``: the state a resumed run starts from. The
+    runner removes the file when the run ends (finished or diverged); a killed or failed run
+    keeps it for ``resume=``."""
+
+    def __init__(self, path: Path | None = None, every: float | None = None,
+                 loaded: dict | None = None):  # fmt: skip
+        self.path, self.every, self.loaded = path, every, loaded
+        self.saved = 0
+        self._at = _time.monotonic()
+
+    def due(self) -> bool:
+        if self.path is None or self.every is None:
+            return False
+        return _time.monotonic() - self._at >= self.every
+
+    def save(self, state: dict) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.path)
+        self.saved += 1
+        self._at = _time.monotonic()
 
 
 class RunControl:
@@ -117,6 +148,14 @@ class RunControl:
 
     def start(self, x: torch.Tensor) -> None:
         self.record(x, 0, 0, 0.0)
+
+    def state(self) -> dict:
+        """What a checkpoint needs to go on evaluating where this run would have."""
+        return {"next_eval": self.next_eval, "last_update": self.last_update}
+
+    def load_state(self, state: dict, gradients: int) -> None:
+        self.next_eval, self.last_update = state["next_eval"], state["last_update"]
+        self._bar.update_to(gradients)
 
     def stepped(self, x: torch.Tensor, version: int, gradients: int, time: float) -> bool:
         """After a server step; True when the run must stop (it diverged)."""

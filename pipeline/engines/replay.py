@@ -39,6 +39,25 @@ class Replay:
         self.mask = 0
         self._cols = None
 
+    # -- checkpoints -------------------------------------------------------------------------------
+    _STATE = ("x", "version", "store", "carry", "ring", "mask", "drawn")
+
+    def state(self) -> dict:
+        """Between chunks: the iterate, the iterates later rows still need, a step's gradients
+        not yet applied, and how many samples each worker's stream gave."""
+        return {k: getattr(self, k) for k in self._STATE}
+
+    def load_state(self, state: dict) -> None:
+        """Back to ``state``; the sample streams are drawn forward to where they were."""
+        for k in self._STATE:
+            setattr(self, k, state[k])
+        self.drawn = list(self.drawn)
+        if self.samplers is not None:
+            for w, n in enumerate(self.drawn):
+                sampler = self.samplers[w]
+                for _ in range(n):
+                    sampler()
+
     # -- samples ---------------------------------------------------------------------------------
     def _sample(self, w: int, s: int):
         """Sample s of worker w, from its in-order stream (skipping cancelled jobs' samples)."""

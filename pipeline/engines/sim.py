@@ -26,6 +26,7 @@ from pipeline.engines.base import (
     BY_GRADIENTS,
     BY_SIGNAL,
     BY_TIME,
+    Checkpoints,
     RunControl,
     RunResult,
 )
@@ -55,6 +56,7 @@ class SimEngine:
         per_event = max(1, x0.numel() * x0.element_size() * 3)
         self.chunk = int(min(CHUNK_EVENTS, max(256, CHUNK_BYTES // per_event)))
         self.replay = Replay(exp, control, x0, trace_iterates)
+        self.checkpoints = Checkpoints()  # the runner's, where the run has a folder
 
     @classmethod
     def create(cls, exp, control: RunControl, trace_iterates: bool = False) -> SimEngine:
@@ -134,14 +136,28 @@ class SimEngine:
         """The replay consumes the schedule's chunks, and the records are written from them.
         (Running the schedule ahead in a thread was measured not to pay: the GIL hands over
         cost more than the schedule, about 2 us an event on the paper problem.)"""
-        control, replay = self.control, self.replay
+        control, replay, checkpoints = self.control, self.replay, self.checkpoints
         self.cancels: list[int] = []
         status, stopped_by, now, done = "failed", BY_EXHAUSTION, 0.0, 0
-        control.start(replay.x)
+        resumed = checkpoints.loaded
+        skip = 0  # a resumed run: the chunks its records hold (the schedule runs through them)
+        if resumed is None:
+            control.start(replay.x)
+        else:
+            if resumed.get("engine") != self.name or resumed.get("chunk") != self.chunk:
+                raise RuntimeError("the checkpoint was written by another engine or chunk size")
+            skip, done = resumed["chunks"], resumed["done"]
+            replay.load_state(resumed["replay"])
+            control.load_state(resumed["control"], done)
         rows: list = []
         replaying = False
+        chunks = 0
         try:
             for rows, seqs, in_flight, stopped_by, now in self.schedule():
+                chunks += 1
+                if chunks <= skip:
+                    continue
+                replay.completed = 0  # a signal may land before the replay says so itself
                 replaying = True
                 diverged_at = replay.run(rows, seqs, done, in_flight)
                 keep = len(rows) if diverged_at is None else diverged_at + 1
@@ -151,6 +167,8 @@ class SimEngine:
                 if diverged_at is not None:
                     stopped_by, now = None, rows[diverged_at][5]
                     break
+                if stopped_by is None and checkpoints.due():
+                    checkpoints.save(self.state(chunks, done))
             status = "finished"
         except BaseException as e:
             # a signal (or an error) mid-chunk: the records end at the last row replayed, and
@@ -178,6 +196,14 @@ class SimEngine:
                 iterates=replay.iterates,
             )
         return control.result
+
+    def state(self, chunks: int, done: int) -> dict:
+        """A checkpoint after ``chunks`` chunks (``done`` rows): the replay's, the run control's
+        and the records' state. The schedule is not saved: it is a function of the seeds, and
+        a resumed run runs it again through those chunks (no gradient computed)."""
+        return {"engine": self.name, "chunks": chunks, "done": done, "chunk": self.chunk,
+                "replay": self.replay.state(), "control": self.control.state(),
+                "recorder": self.recorder.state()}  # fmt: skip
 
     @staticmethod
     def _in_flight(core: Dispatcher) -> set[int]:

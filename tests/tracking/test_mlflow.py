@@ -142,7 +142,9 @@ def test_sweep_has_one_named_parent_with_the_comparison(tmp_path, mlflow_uri, sm
     assert parent.info.run_name == "tune homogeneous"  # tracking.sweep_name
     assert parent.data.tags["topology"] == "homogeneous" and parent.data.tags["method"] == "asgd"
     children = children_of(client, parent.info.run_id)
-    assert sorted(c.info.run_id for c in children) == sorted(mlflow_run_id(tmp_path / "sweep" / str(i)) for i in (0, 1, 2))
+    assert sorted(c.info.run_id for c in children) == sorted(
+        mlflow_run_id(tmp_path / "sweep" / str(i)) for i in (0, 1, 2)
+    )
     assert sorted(c.info.status for c in children) == ["FAILED", "FINISHED", "FINISHED"]
     # names tell the children apart: they differ in lr only
     assert sorted(c.info.run_name for c in children) == [
@@ -156,10 +158,14 @@ def test_sweep_has_one_named_parent_with_the_comparison(tmp_path, mlflow_uri, sm
     local = client.download_artifacts(parent.info.run_id, "comparison.csv", str(tmp_path))
     with open(local) as f:
         rows = list(csv.DictReader(f))
-    assert sorted(r["run_id"] for r in rows) == sorted(mlflow_run_id(tmp_path / "sweep" / str(i)) for i in (0, 1, 2))
+    assert sorted(r["run_id"] for r in rows) == sorted(
+        mlflow_run_id(tmp_path / "sweep" / str(i)) for i in (0, 1, 2)
+    )
     assert rows[-1]["status"] == "FAILED"  # the diverged run ranks last
     best = min((0, 1), key=lambda i: summaries[i]["final_suboptimality"])
-    assert rows[0]["run_id"] == mlflow_run_id(tmp_path / "sweep" / str(best))  # none reached a target: lowest final
+    assert rows[0]["run_id"] == mlflow_run_id(
+        tmp_path / "sweep" / str(best)
+    )  # none reached a target: lowest final
 
 
 def test_every_stage_selection_is_a_run(tmp_path, mlflow_uri):
