@@ -97,24 +97,42 @@ def _sqlite_problem(db: Path) -> str | None:
     return _writable_folder(db.parent)  # journal, lock file and mlartifacts/ go beside it
 
 
-def _server_problem(uri: str, timeout: float) -> str | None:
+def _host_port(uri: str, default_port: int) -> tuple[str | None, int]:
     parts = urlsplit(uri)
-    host = parts.hostname
-    if not host:
-        return "no host in the address"
+    return parts.hostname, parts.port or default_port
+
+
+def _server_problem(uri: str, timeout: float) -> str | None:
+    """Why a TCP connection to the tracking server (or to the proxy the environment names for
+    it, as MLflow's requests would use) cannot be made within ``timeout`` seconds."""
+    from urllib.request import getproxies, proxy_bypass
+
+    scheme = urlsplit(uri).scheme
     try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
+        host, port = _host_port(uri, 443 if scheme == "https" else 80)
     except ValueError as e:
         return f"bad port ({e})"
+    if not host:
+        return "no host in the address"
+    via = ""
+    proxy = getproxies().get(scheme)
+    if proxy and not proxy_bypass(host):
+        try:
+            host, port = _host_port(proxy if "://" in proxy else f"http://{proxy}", 80)
+        except ValueError as e:
+            return f"bad port in the proxy {proxy} ({e})"
+        if not host:
+            return f"no host in the proxy {proxy}"
+        via = f" (the proxy of ${scheme}_proxy)"
     try:
         with socket.create_connection((host, port), timeout=timeout):
             return None
     except socket.gaierror as e:
-        return f"cannot resolve the host {host} ({e.strerror or e})"
+        return f"cannot resolve the host {host}{via} ({e.strerror or e})"
     except TimeoutError:
-        return f"no answer from {host}:{port} within {timeout:g} s"
+        return f"no answer from {host}:{port}{via} within {timeout:g} s"
     except OSError as e:
-        return f"cannot connect to {host}:{port} ({_why(e)})"
+        return f"cannot connect to {host}:{port}{via} ({_why(e)})"
 
 
 def check_store(uri: str | None, timeout: float = CONNECT_TIMEOUT_S) -> str:

@@ -87,6 +87,21 @@ def test_an_unreachable_tracking_server_and_the_environment(tmp_path):
     )
 
 
+def test_a_server_behind_a_proxy_is_checked_through_it(monkeypatch):
+    """With $http_proxy set, MLflow's requests go through the proxy: the check connects to it,
+    unless $no_proxy names the server."""
+    for name in ("http_proxy", "HTTP_PROXY", "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    proxy, server = _closed_port(), _closed_port()
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{proxy}")
+    uri = f"http://127.0.0.1:{server}"
+    assert _refused(uri).endswith(
+        f"cannot connect to 127.0.0.1:{proxy} (the proxy of $http_proxy) (Connection refused)"
+    )
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    assert _refused(uri).endswith(f"cannot connect to 127.0.0.1:{server} (Connection refused)")
+
+
 def test_a_good_store_passes_and_nothing_is_created(tmp_path):
     db = tmp_path / "new" / "folders" / "mlflow.db"
     assert check_store(f"sqlite:///{db}") == f"sqlite:///{db}"
