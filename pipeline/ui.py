@@ -9,6 +9,10 @@ The store is resolved as training resolves it (``pipeline.tracking.STORE_LOCATIO
 ``mlflow ui`` is then started on 127.0.0.1 (loopback only), and the address of the experiment's
 runs (MLflow 3's "Model training" view) is printed. A sqlite store that does not exist yet is
 refused (no empty store is created); a remote tracking server is not started, only named.
+
+Before the server starts, RUNNING runs of the store whose process on this machine is gone are
+marked KILLED with their records attached (:func:`pipeline.tracking.reap_stale_runs`), so the
+UI does not show a dead run as running for ever.
 """
 
 from __future__ import annotations
@@ -80,6 +84,24 @@ def experiment_url(uri: str, port: int, experiment: str) -> str:
     return f"{base}#/experiments/{exp.experiment_id}/runs?{UI_QUERY}"
 
 
+def reap(uri: str) -> list[str]:
+    """Mark KILLED the RUNNING runs of every experiment of the store whose process is gone;
+    one line each on stdout. Never stops the UI from starting."""
+    from pipeline.tracking import client_for, reap_stale_runs
+
+    try:
+        client = client_for(uri)
+        ids = [e.experiment_id for e in client.search_experiments()]
+        reaped = reap_stale_runs(client, ids)
+        for run_id in reaped:
+            run = client.get_run(run_id)
+            print(f"marked KILLED: {run.info.run_name} ({run_id}): {run.data.tags['reaped_by']}")
+        return reaped
+    except Exception as e:
+        print(f"warning: stale runs not checked: {type(e).__name__}: {e}", file=sys.stderr)
+        return []
+
+
 def prepare(a: argparse.Namespace) -> tuple[str, list[str] | None]:
     """The resolved store and the command that serves it (None: a server already does)."""
     uri = resolve_uri(a.uri)
@@ -109,6 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"command: {' '.join(cmd)}")
     if a.print_only:
         return
+    reap(uri)
     print(f"open: {experiment_url(uri, a.port, a.experiment)}", flush=True)
     os.execv(sys.executable, cmd)  # the server replaces this process: Ctrl-C stops it
 

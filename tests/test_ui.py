@@ -72,6 +72,50 @@ def test_help_says_where_the_store_is(tmp_path):
     assert f"  {STORE_LOCATION}." in out.stdout.splitlines()
 
 
+def test_ui_marks_runs_of_dead_processes_killed(tmp_path):
+    """Before the server starts, a RUNNING run whose process is gone is marked KILLED with its
+    records attached, and said so; a run whose process lives is left RUNNING."""
+    from pipeline.tracking import ensure_experiment, process_tags
+    from pipeline.tracking.reaper import PID, REAPED_BY, START, start_ticks
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = client_for(uri)
+    exp = ensure_experiment(client, "async-sgd")
+    (tmp_path / "history.csv").write_text("update,loss\n0,1.0\n")
+    gone = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        while (started := start_ticks(gone.pid)) is None:
+            time.sleep(0.05)
+    finally:
+        gone.kill()
+        gone.wait()
+    dead = client.create_run(exp, run_name="dead run", tags={
+        **process_tags(tmp_path), PID: str(gone.pid), START: started}).info.run_id  # fmt: skip
+    alive = client.create_run(exp, run_name="live run", tags=process_tags()).info.run_id
+    port = _free_port()
+    log = tmp_path / "ui.log"
+    with open(log, "w") as f:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.ui", f"tracking.uri={uri}", "--port", str(port)],
+            cwd=PROJECT_ROOT, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while not re.search(r"^open: ", log.read_text(), re.M):  # printed once it has reaped
+            assert server.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+    finally:
+        _stop(server)
+    text = log.read_text()
+    run = client.get_run(dead)
+    assert run.info.status == "KILLED"
+    assert f"marked KILLED: dead run ({dead}): {run.data.tags[REAPED_BY]}" in text.splitlines()
+    assert run.data.tags[REAPED_BY].startswith("python -m pipeline.ui (pid ")
+    assert {a.path for a in client.list_artifacts(dead, "records")} == {"records/history.csv"}
+    assert client.get_run(alive).info.status == "RUNNING" and "live run" not in text
+    client.set_terminated(alive, "FINISHED")
+
+
 # ------------------------------------------------------------------------------- the browser
 
 

@@ -116,16 +116,20 @@ def _refuse_additions(overrides: list[str], config_name: str) -> None:
 
 def preflight(argv: list[str]) -> int:
     """Compose and check every job before any runs (config, input files, memory, data; see
-    :func:`pipeline.compose.build.check_job`); returns the number of jobs checked."""
+    :func:`pipeline.compose.build.check_job`), then the MLflow store of every job that tracks
+    (:func:`pipeline.compose.store.check_store`: it can be created or reached); returns the
+    number of jobs checked."""
     from hydra import compose, initialize_config_dir
 
     from pipeline.compose.build import check_job
+    from pipeline.compose.store import check_store
 
     try:
         jobs, config_name = _job_overrides(argv)
     except Exception as e:
         raise ConfigError(f"cannot parse overrides: {_one_line(e)}") from None
     cache: dict = {}  # data files the jobs share are read once
+    stores: dict = {}  # tracking.uri -> checked (a sweep's jobs share one store)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         for overrides in jobs[:MAX_PREFLIGHT_JOBS]:
             _refuse_additions(overrides, config_name)
@@ -134,4 +138,8 @@ def preflight(argv: list[str]) -> int:
             except Exception as e:
                 raise _compose_error(e, overrides, config_name) from None
             check_job(cfg, cache)
+            if cfg.tracking.enabled:
+                stores.setdefault(cfg.tracking.uri, None)
+    for uri in stores:
+        check_store(uri)
     return len(jobs)

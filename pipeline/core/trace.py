@@ -9,11 +9,18 @@ was handled (or it was cancelled), ``status`` one of ``arrived``, ``cancelled``,
 Worker w's j-th job in the replay lasts ``end - start`` of worker w's j-th job in the trace, so
 the event engine, making the same decisions, reproduces the real run's arrival times and order.
 A job that never arrived (cancelled, lost, unfinished) never ends in the replay either.
+
+Every worker of a real run has at least one row (a job that had not ended is written
+``unfinished`` when the run closes), so a trace in which a worker has none (rows removed, a run
+killed before its slowest worker's first job was written) is refused rather than replayed with
+that worker idle: the workers are 0 .. the highest one in ``jobs.csv``, or ``n_workers`` of the
+``summary.json`` beside it when that says more.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -113,6 +120,42 @@ def read_jobs(path: str | Path, key: str = "topology.trace_path") -> list[dict]:
     return rows
 
 
+def recorded_workers(jobs_csv: Path) -> int | None:
+    """``n_workers`` of the ``summary.json`` beside a trace, when it is there and says one."""
+    try:
+        n = json.loads((jobs_csv.parent / "summary.json").read_text()).get("n_workers")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
+
+
+def check_every_worker(rows: list[dict], path: str | Path, key: str = "topology.trace_path") -> int:
+    """The number of workers the trace implies (the highest worker in it + 1, or the
+    ``summary.json`` beside it when that says more); refused, in one line naming them, when
+    any of those workers has no job: a replay would leave it idle."""
+    p = trace_file(path, key)
+    seen = {r["worker"] for r in rows}
+    n = max(seen) + 1
+    recorded = recorded_workers(p)
+    source = ""
+    if recorded is not None and recorded > n:
+        n, source = recorded, ", as its summary.json says"
+    idle = [w for w in range(n) if w not in seen]
+    if idle:
+        who = f"worker {idle[0]} has" if len(idle) == 1 else f"workers {_listed(idle)} have"
+        raise ConfigError(
+            f"{where(p, key)}: {who} no jobs, but the trace implies n_workers={n} (workers "
+            f"0..{n - 1}{source}); a replay would leave {'it' if len(idle) == 1 else 'them'} "
+            "idle: give the complete jobs.csv of an engine=rpc run"
+        )
+    return n
+
+
+def _listed(ws: list[int], most: int = 10) -> str:
+    text = ", ".join(map(str, ws[:most]))
+    return text + (f" and {len(ws) - most} more" if len(ws) > most else "")
+
+
 class TraceTimes:
     """Per-job durations from a recorded run; the same interface as :class:`JobTimes`."""
 
@@ -139,7 +182,7 @@ class TraceTimes:
     @classmethod
     def load(cls, path: str | Path, n_workers: int | None = None) -> TraceTimes:
         rows = read_jobs(path)
-        n = max(r["worker"] for r in rows) + 1
+        n = check_every_worker(rows, path)
         if n_workers is not None and n_workers != n:
             raise ConfigError(
                 f"topology.n_workers={n_workers} but the trace has {n} workers (leave it null)"

@@ -28,6 +28,8 @@ The modules, each importing only those above it in this list:
   under a file lock, the experiment;
 - ``mapping``: a run's values in MLflow's terms (params, metric names, a summary's split);
 - ``datasets``: the run's data as dataset inputs;
+- ``reaper``: RUNNING runs whose process is gone marked KILLED (``reap_stale_runs``), the
+  process tags that make it possible;
 - ``run``: the tracker of a training run (``open_run``) and ``log_record_run``;
 - ``selection``: a study stage's selected stepsizes as a run;
 - ``sweep``: the Hydra callback of a multirun (``conf/config.yaml``) and its comparison.
@@ -36,6 +38,7 @@ The modules, each importing only those above it in this list:
 from pipeline.compose.options import STORE_LOCATION
 from pipeline.tracking.datasets import dataset_inputs
 from pipeline.tracking.mapping import RESULT_METRICS
+from pipeline.tracking.reaper import process_tags, reap_stale_runs
 from pipeline.tracking.run import (
     PARENT_ENV,
     PARENT_URI_ENV,
@@ -73,6 +76,8 @@ __all__ = [
     "log_selection",
     "make_tracker",
     "open_run",
+    "process_tags",
+    "reap_stale_runs",
     "resolve_uri",
     "retrying",
     "run_name",

@@ -1,6 +1,10 @@
 """MLflow runs: a tracker per training run (``open_run``: params, tags, dataset inputs, the
 history as metrics, the summary and the records at the end; a child of the sweep's parent when
-there is one), and ``log_record_run``, one finished run of params and files."""
+there is one), and ``log_record_run``, one finished run of params and files.
+
+A tracker's run carries its process (host, pid, start time) and its records folder as tags, and
+before creating it the tracker marks KILLED the runs of the experiment whose process died
+(:mod:`pipeline.tracking.reaper`)."""
 
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ from pipeline.tracking.mapping import (
     flatten,
     split_summary,
 )
+from pipeline.tracking.reaper import process_tags, reap_quietly
 from pipeline.tracking.store import client_for, ensure_experiment, retrying
 
 log = logging.getLogger(__name__)
@@ -52,7 +57,10 @@ class MlflowTracker:
 
     ``system_metrics`` starts MLflow's own system-metrics monitor for the run (CPU, memory, disk,
     network, GPU where present: metrics ``system/...``), one sample every
-    ``system_metrics_interval`` seconds, stopped at ``finish``; for real runs only."""
+    ``system_metrics_interval`` seconds, stopped at ``finish``; for real runs only.
+
+    ``records_dir``: the run's output folder, a tag, so that if this process dies the next one
+    on the store can attach its records when it marks the run KILLED (``reaper``)."""
 
     def __init__(
         self,
@@ -65,12 +73,14 @@ class MlflowTracker:
         artifacts: bool = True,
         system_metrics: bool = False,
         system_metrics_interval: float = SYSTEM_METRICS_INTERVAL_S,
+        records_dir: str | os.PathLike | None = None,
     ):
         from mlflow.entities import Param
 
         self.client = client_for(uri)
         self.experiment_id = ensure_experiment(self.client, experiment)
-        tags = {k: str(v) for k, v in tags.items()}
+        reap_quietly(self.client, self.experiment_id)
+        tags = {**process_tags(records_dir), **{k: str(v) for k, v in tags.items()}}
         parent = os.environ.get(PARENT_ENV)
         if parent:
             tags["mlflow.parentRunId"] = parent
@@ -158,7 +168,8 @@ class MlflowTracker:
             self.client.set_terminated(self.run_id, status=status)
 
 
-def make_tracker(cfg, run_name: str, params: Mapping, tags: Mapping, time_metric: str):
+def make_tracker(cfg, run_name: str, params: Mapping, tags: Mapping, time_metric: str,
+                 records_dir: str | os.PathLike | None = None):  # fmt: skip
     if not cfg.tracking.enabled:
         return NullTracker()
     return MlflowTracker(
@@ -170,6 +181,7 @@ def make_tracker(cfg, run_name: str, params: Mapping, tags: Mapping, time_metric
         time_metric=time_metric,
         artifacts=cfg.tracking.artifacts,
         system_metrics=(time_metric == "wall_time"),  # real runs; simulated ones have no system
+        records_dir=records_dir,
     )
 
 
@@ -181,9 +193,26 @@ def run_name(cfg: Any, exp: Any) -> str:
     )
 
 
-def open_run(cfg: Any, exp: Any, choices: Mapping[str, str] | None = None):
+def _hydra_output_dir() -> str | None:
+    """The output folder of the Hydra job this process runs, if it runs one."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else None
+    except Exception:
+        return None
+
+
+def open_run(
+    cfg: Any,
+    exp: Any,
+    choices: Mapping[str, str] | None = None,
+    outdir: str | os.PathLike | None = None,
+):
     """The tracker of one training run of the built experiment ``exp``: params (the config and
-    its resolved values), tags, the dataset inputs; a NullTracker when tracking is off."""
+    its resolved values), tags, the dataset inputs; a NullTracker when tracking is off.
+    ``outdir``, where the records go (default: the Hydra job's output folder, if any), is a tag
+    so that a run whose process dies can be given its records (``reaper``)."""
     if not cfg.tracking.enabled:
         return NullTracker()
     from omegaconf import OmegaConf
@@ -202,7 +231,8 @@ def open_run(cfg: Any, exp: Any, choices: Mapping[str, str] | None = None):
         "preset": choices.get("experiment") or "none",
     }
     time_metric = "sim_time" if cfg.engine.name == "sim" else "wall_time"
-    tracker = make_tracker(cfg, run_name(cfg, exp), params, tags, time_metric)
+    records_dir = outdir if outdir is not None else _hydra_output_dir()
+    tracker = make_tracker(cfg, run_name(cfg, exp), params, tags, time_metric, records_dir)
     try:
         tracker.log_inputs(dataset_inputs(cfg, exp.data_path))
     except Exception as e:  # an unreadable file fails the run elsewhere, not here

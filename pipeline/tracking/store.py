@@ -1,5 +1,5 @@
-"""The MLflow store: where it is (``pipeline.compose.options.STORE_LOCATION``), its clients, its
-experiment.
+"""The MLflow store: where it is (``pipeline.compose.options.STORE_LOCATION``, resolved by
+:func:`pipeline.compose.store.resolve_uri`), its clients, its experiment.
 
 Store creation (schema migrations and the experiment) is serialised by a file lock beside a
 sqlite store, so any number of processes may start at once on a fresh store; every write is
@@ -9,14 +9,12 @@ retried with bounded backoff while sqlite reports 'database is locked'.
 from __future__ import annotations
 
 import logging
-import os
 import random
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from pathlib import Path
 
-from pipeline import PROJECT_ROOT
+from pipeline.compose.store import resolve_uri, sqlite_path
 from pipeline.tracking.logs import quiet_library_logs
 
 log = logging.getLogger(__name__)
@@ -25,25 +23,6 @@ log = logging.getLogger(__name__)
 # its GenAI view unless the address asks for the "Model training" one: UI_QUERY)
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 UI_QUERY = "workflowType=machine_learning"
-
-
-def resolve_uri(uri: str | None = None) -> str:
-    """The store the runs go to (``STORE_LOCATION``: ``uri``, else ``$MLFLOW_TRACKING_URI``, else
-    the project's ``mlflow.db``); a relative sqlite path is made absolute (from the working
-    directory)."""
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
-    db = sqlite_path(uri)
-    if db is not None and not db.is_absolute():
-        uri = f"sqlite:///{db.resolve()}"
-    return uri
-
-
-def sqlite_path(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI (None for other stores and in-memory)."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    path = uri[len("sqlite:///") :].split("?", 1)[0]
-    return Path(path) if path and path != ":memory:" else None
 
 
 def _artifact_root(uri: str) -> str | None:

@@ -17,6 +17,7 @@ from hydra.experimental.callback import Callback
 
 from pipeline.core.runs import rank_key
 from pipeline.tracking.mapping import CURVES, PROGRESS, RESULTS
+from pipeline.tracking.reaper import process_tags, reap_quietly
 from pipeline.tracking.run import PARENT_ENV, PARENT_URI_ENV
 from pipeline.tracking.store import client_for, ensure_experiment, resolve_uri
 
@@ -130,7 +131,9 @@ class SweepCallback(Callback):
     """Hydra callback: a multirun sweep gets one MLflow parent run, created (with the store and the
     experiment) before any job starts; jobs find it through an environment variable. The parent
     is named by ``tracking.sweep_name`` (default ``sweep <dir name>``) and, when the sweep ends,
-    carries the comparison of its children (``sweep_comparison``)."""
+    carries the comparison of its children (``sweep_comparison``). The parent carries its
+    process's tags, so a sweep whose process dies is marked KILLED by the next run (``reaper``);
+    stale runs are reaped before the parent is created."""
 
     def __init__(self) -> None:
         self.parent: str | None = None
@@ -142,11 +145,11 @@ class SweepCallback(Callback):
         self.uri = resolve_uri(config.tracking.uri)  # no client kept: launchers pickle callbacks
         client = client_for(self.uri)
         exp = ensure_experiment(client, config.tracking.experiment)
+        reap_quietly(client, exp)  # runs and sweeps whose process died: KILLED
         sweep_dir = str(config.hydra.sweep.dir)
         name = config.tracking.get("sweep_name") or f"sweep {Path(sweep_dir).name}"
-        run = client.create_run(
-            exp, run_name=name, tags={"sweep": "parent", "sweep_dir": sweep_dir}
-        )
+        tags = {**process_tags(), "sweep": "parent", "sweep_dir": sweep_dir}
+        run = client.create_run(exp, run_name=name, tags=tags)
         self.parent = run.info.run_id
         os.environ[PARENT_ENV] = self.parent
         os.environ[PARENT_URI_ENV] = self.uri

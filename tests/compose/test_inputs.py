@@ -386,6 +386,11 @@ TRACES = {  # id -> (jobs.csv text or None for no file, message)
                                "line 2: an arrived job needs its end time"),
     "jobs not numbered": (HEADER + "\n0,0,0,0.0,1.0,arrived,0.1\n0,2,1,1.0,2.0,arrived,0.1\n",
                           "worker 0's jobs are not numbered 0, 1, 2"),
+    "a worker without jobs": (HEADER + "\n0,0,0,0.0,1.0,arrived,0.1\n2,0,0,0.0,1.5,arrived,0.1\n",
+                              "worker 1 has no jobs, but the trace implies n_workers=3 (workers "
+                              "0..2); a replay would leave it idle"),
+    "workers without jobs": (HEADER + "\n3,0,0,0.0,1.0,unfinished,\n",
+                             "workers 0, 1, 2 have no jobs, but the trace implies n_workers=4"),
 }  # fmt: skip
 
 
@@ -403,6 +408,51 @@ def test_bad_trace_is_one_line_naming_the_file(case, tmp_path):
     with pytest.raises(ConfigError) as info:
         build_experiment(compose_cfg(*args))
     _assert_one_line(info.value, f"{jobs} (topology.trace_path)", message)
+
+
+TRACE_ROWS = ["0,0,0,0.0,1.0,arrived,0.1", "1,0,0,0.0,1.5,arrived,0.1",
+              "2,0,0,0.0,2.0,arrived,0.1", "0,1,1,1.0,2.0,arrived,0.1"]  # fmt: skip
+
+
+def _trace_args(trace: Path, *extra: str) -> list[str]:
+    return _args(*SMALL, "dataset=small_lstsq", "topology=trace", f"topology.trace_path={trace}",
+                 "topology.n_workers=null", *extra)  # fmt: skip
+
+
+def test_a_trace_missing_its_last_worker_is_told_by_its_summary(tmp_path):
+    """Every row of the highest worker removed: jobs.csv alone looks like a smaller run, but the
+    run's summary.json beside it says how many workers it had."""
+    rows = [r for r in TRACE_ROWS if not r.startswith("2,")]
+    (tmp_path / "jobs.csv").write_text(HEADER + "\n" + "\n".join(rows) + "\n")
+    preflight(_trace_args(tmp_path))  # 2 workers, both with jobs: nothing says otherwise
+    (tmp_path / "summary.json").write_text(json.dumps({"n_workers": 3, "engine": "rpc"}))
+    with pytest.raises(ConfigError) as info:
+        preflight(_trace_args(tmp_path))
+    _assert_one_line(info.value, f"{tmp_path / 'jobs.csv'} (topology.trace_path): worker 2 has no "
+                     "jobs, but the trace implies n_workers=3 (workers 0..2, as its summary.json "
+                     "says)")  # fmt: skip
+    (tmp_path / "jobs.csv").write_text(HEADER + "\n" + "\n".join(TRACE_ROWS) + "\n")
+    preflight(_trace_args(tmp_path))  # complete again
+    (tmp_path / "summary.json").write_text("{not json")  # a summary that says nothing: ignored
+    preflight(_trace_args(tmp_path))
+
+
+def test_cli_trace_with_a_worker_without_jobs_exits_2_before_anything(tmp_path):
+    trace = tmp_path / "trace"
+    trace.mkdir()
+    rows = [r for r in TRACE_ROWS if not r.startswith("1,")]
+    (trace / "jobs.csv").write_text(HEADER + "\n" + "\n".join(rows) + "\n")
+    db = tmp_path / "mlflow.db"
+    args = _trace_args(trace, "tracking=mlflow", f"tracking.uri=sqlite:///{db}")
+    out = run_cli(*args, f"hydra.run.dir={tmp_path}/run")
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert out.stderr.strip() == (
+        f"error: {trace / 'jobs.csv'} (topology.trace_path): worker 1 has no jobs, but the trace "
+        "implies n_workers=3 (workers 0..2); a replay would leave it idle: give the complete "
+        "jobs.csv of an engine=rpc run"
+    )
+    assert not (tmp_path / "run").exists() and not db.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["trace"]
 
 
 def test_binary_trace_is_refused(tmp_path):
