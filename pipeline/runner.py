@@ -70,7 +70,8 @@ def run_experiment(
     result: RunResult | None = None
     status, error = "failed", None
     try:  # from here on, whatever happens, the records and the MLflow run are closed
-        tracker = tracking.open_run(cfg, exp, choices)
+        resume_id = circumstances["mlflow_run_id"] if resume else None
+        tracker = tracking.open_run(cfg, exp, choices, outdir=outdir, resume_id=resume_id)
         if tracker.run_id is not None:
             circumstances["mlflow_run_id"] = tracker.run_id
             write_summary(outdir, circumstances, RUN_FILE)

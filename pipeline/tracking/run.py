@@ -74,6 +74,7 @@ class MlflowTracker:
         system_metrics: bool = False,
         system_metrics_interval: float = SYSTEM_METRICS_INTERVAL_S,
         records_dir: str | os.PathLike | None = None,
+        resume_id: str | None = None,
     ):
         from mlflow.entities import Param
 
@@ -84,17 +85,38 @@ class MlflowTracker:
         parent = os.environ.get(PARENT_ENV)
         if parent:
             tags["mlflow.parentRunId"] = parent
-        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
-        self.run_id = run.info.run_id
         self.time_metric = time_metric
         self.artifacts = artifacts
         self.params = dict(params)
-        items = [Param(k, _param(v)) for k, v in sorted(params.items())]
-        for i in range(0, len(items), 100):
-            self.client.log_batch(self.run_id, params=items[i : i + 100])
+        self.resumed = resume_id is not None and self._resume(resume_id, tags)
+        if self.resumed:
+            self.run_id = resume_id
+        else:
+            run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
+            self.run_id = run.info.run_id
+            items = [Param(k, _param(v)) for k, v in sorted(params.items())]
+            for i in range(0, len(items), 100):
+                self.client.log_batch(self.run_id, params=items[i : i + 100])
         self.monitor = None
         if system_metrics:
             self.monitor = self._start_monitor(system_metrics_interval)
+
+    def _resume(self, run_id: str, tags: Mapping[str, str]) -> bool:
+        """A resumed run (``resume=<run dir>``) goes on under its MLflow run: RUNNING again,
+        this process's tags, ``resumed`` counting the resumptions. False where the store has no
+        such run (a new one is created)."""
+        from mlflow.entities import RunTag
+
+        try:
+            old = self.client.get_run(run_id)
+        except Exception:
+            return False
+        times = int(old.data.tags.get("resumed", "0")) + 1
+        items = [RunTag(k, v) for k, v in {**tags, "resumed": str(times)}.items()
+                 if k != "mlflow.parentRunId"]  # fmt: skip
+        self.client.log_batch(run_id, tags=items)
+        self.client.update_run(run_id, status="RUNNING")
+        return True
 
     def _start_monitor(self, interval: float):
         try:
@@ -169,7 +191,8 @@ class MlflowTracker:
 
 
 def make_tracker(cfg, run_name: str, params: Mapping, tags: Mapping, time_metric: str,
-                 records_dir: str | os.PathLike | None = None):  # fmt: skip
+                 records_dir: str | os.PathLike | None = None,
+                 resume_id: str | None = None):  # fmt: skip
     if not cfg.tracking.enabled:
         return NullTracker()
     return MlflowTracker(
@@ -182,6 +205,7 @@ def make_tracker(cfg, run_name: str, params: Mapping, tags: Mapping, time_metric
         artifacts=cfg.tracking.artifacts,
         system_metrics=(time_metric == "wall_time"),  # real runs; simulated ones have no system
         records_dir=records_dir,
+        resume_id=resume_id,
     )
 
 
@@ -208,11 +232,13 @@ def open_run(
     exp: Any,
     choices: Mapping[str, str] | None = None,
     outdir: str | os.PathLike | None = None,
+    resume_id: str | None = None,
 ):
     """The tracker of one training run of the built experiment ``exp``: params (the config and
     its resolved values), tags, the dataset inputs; a NullTracker when tracking is off.
     ``outdir``, where the records go (default: the Hydra job's output folder, if any), is a tag
-    so that a run whose process dies can be given its records (``reaper``)."""
+    so that a run whose process dies can be given its records (``reaper``). ``resume_id``: a
+    resumed run's MLflow run, which goes on (RUNNING again, tagged ``resumed``)."""
     if not cfg.tracking.enabled:
         return NullTracker()
     from omegaconf import OmegaConf
@@ -232,7 +258,10 @@ def open_run(
     }
     time_metric = "sim_time" if cfg.engine.name == "sim" else "wall_time"
     records_dir = outdir if outdir is not None else _hydra_output_dir()
-    tracker = make_tracker(cfg, run_name(cfg, exp), params, tags, time_metric, records_dir)
+    tracker = make_tracker(cfg, run_name(cfg, exp), params, tags, time_metric, records_dir,
+                           resume_id)  # fmt: skip
+    if getattr(tracker, "resumed", False):
+        return tracker  # its params and inputs are logged already
     try:
         tracker.log_inputs(dataset_inputs(cfg, exp.data_path))
     except Exception as e:  # an unreadable file fails the run elsewhere, not here

@@ -184,3 +184,29 @@ def test_what_cannot_be_resumed_is_one_line(tmp_path, small_data):
     assert other.stderr.strip() == (
         "error: resume=<run dir> takes no other argument (the run keeps its config)"
     )
+
+
+def test_a_resumed_run_goes_on_under_its_mlflow_run(tmp_path, small_data, small_chunks,
+                                                    monkeypatch, mlflow_uri):  # fmt: skip
+    from pipeline.tracking import client_for
+
+    cfg = _cfg(small_data, "asgd", "tracking=mlflow", f"tracking.uri={mlflow_uri}")
+    with monkeypatch.context() as m:
+        _interrupt_after(m, checkpoints=2, chunks=5)
+        with pytest.raises(KeyboardInterrupt):
+            run_experiment(cfg, tmp_path)
+    first = json.loads((tmp_path / "run.json").read_text())["mlflow_run_id"]
+    client = client_for(mlflow_uri)
+    assert client.get_run(first).info.status == "KILLED"
+    summary, _ = run_experiment(cfg, tmp_path, resume=True)
+    assert summary["status"] == "finished"
+    info = json.loads((tmp_path / "run.json").read_text())
+    assert info["mlflow_run_id"] == first and len(info["resumed"]) == 1
+    exp = client.get_experiment_by_name("async-sgd")
+    runs = client.search_runs([exp.experiment_id])
+    assert [r.info.run_id for r in runs] == [first]  # one run, no second one
+    run = runs[0]
+    assert run.info.status == "FINISHED" and run.data.tags["resumed"] == "1"
+    assert run.data.tags["process.pid"] == str(os.getpid())
+    steps = [m.step for m in client.get_metric_history(first, "curves/loss")]
+    assert max(steps) == summary["updates"]
