@@ -5,9 +5,10 @@ Before Hydra starts any job, every job's configuration is composed and checked
 reported as one line on stderr with exit code 2, and nothing runs. The default data file is built
 there too, once, before parallel jobs could race for it.
 
-In a study sweep (``$ASGD_REUSE_FROM`` names the previous attempt's folder), each job writes its
-key (:mod:`pipeline.core.jobkey`) into ``key.json`` and, when a complete job of that folder has
-the same key, copies its records instead of running (one log line, ``reused <folder>``; no
+In a study sweep (``$ASGD_REUSE_FROM`` names the previous attempt's folder, ``$ASGD_REUSE_POOL``
+the stage's earlier outputs), each job writes its key (:mod:`pipeline.core.jobkey`) into
+``key.json`` and, when a complete job there has the same key, copies its records instead of
+running (one log line, ``reused <folder>``; no
 MLflow run). Wall-clock runs (engine=rpc) are measurements, never reused.
 """
 
@@ -106,7 +107,8 @@ def key_or_reuse(cfg: DictConfig, outdir: Path, previous: Path) -> dict | None:
         return None
     outdir.mkdir(parents=True, exist_ok=True)
     jobkey.write_key(outdir, key)
-    src = jobkey.find_reusable(previous, key["key"])
+    pool = [Path(p) for p in os.environ.get(jobkey.POOL_ENV, "").split(os.pathsep) if p]
+    src = jobkey.find_reusable(previous, key["key"], pool)
     if src is None:
         return None
     jobkey.copy_records(src, outdir)

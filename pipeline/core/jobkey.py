@@ -11,10 +11,12 @@ The key is a digest of everything that shapes a simulated run's records:
   dvc.yaml's simulated stages depend on (computed once per process, not from git);
 - the versions of Python, numpy and torch.
 
-A study sweep (:func:`pipeline.study.multirun.multirun`) moves its previous sweep folder aside
-(:func:`set_aside`) and names it in ``$ASGD_REUSE_FROM``; each job then writes its key into
-``key.json`` and, when a complete job of the previous folder has the same key
-(:func:`find_reusable`), copies its records (:func:`copy_records`) instead of running.
+A study sweep (:func:`pipeline.study.multirun.multirun`) moves its folder's earlier contents
+aside (:func:`set_aside`: ``<sweep>/.previous/<n>/``) and names them in ``$ASGD_REUSE_FROM``; a
+study stage does the same with its whole output folders (``$ASGD_REUSE_POOL``), so that a job
+is found whichever sweep folder held it. Each job writes its key into ``key.json`` and, when a
+complete job there has the same key (:func:`find_reusable`), copies its records
+(:func:`copy_records`) instead of running.
 Complete: ``summary.json`` says ``finished`` or ``diverged`` and ``key.json`` is there; a
 killed, failed or running job is never reused. Only the core's json, hashlib and shutil here.
 """
@@ -26,6 +28,7 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,8 @@ from pipeline import PROJECT_ROOT
 
 #: the environment variable that names a sweep's previous folder to its jobs
 REUSE_ENV = "ASGD_REUSE_FROM"
+#: folders (``os.pathsep``-separated) of a stage's earlier outputs, searched too
+POOL_ENV = "ASGD_REUSE_POOL"
 KEY_FILE = "key.json"
 #: a job whose summary says one of these is complete (its records are final)
 REUSABLE = ("finished", "diverged")
@@ -61,7 +66,9 @@ CODE_PATHS = (
     "models/noise.py",
     "conf",
 )
-PREVIOUS_SUFFIX = ".previous"
+#: a folder's earlier contents, inside it; and the name it has for an instant while it moves
+PREVIOUS = ".previous"
+ASIDE_SUFFIX = ".aside"
 
 
 def _sha(data: bytes) -> str:
@@ -180,13 +187,19 @@ def previous_jobs(previous: Path) -> list[Path]:
     return [j for g in _generations(Path(previous)) for j in sorted(g.iterdir()) if j.is_dir()]
 
 
-def find_reusable(previous: Path | None, key: str) -> Path | None:
-    """A complete job of ``previous`` with this key, or None."""
-    if previous is None:
-        return None
-    for job in previous_jobs(Path(previous)):
-        if read_key(job) == key and is_complete(job):
-            return job
+def find_reusable(previous: Path | None, key: str, pool: Iterable[Path] = ()) -> Path | None:
+    """A complete job with this key: among the jobs of a sweep's ``previous`` folder, else
+    anywhere under the ``pool`` folders (a stage's earlier outputs, whichever sweep held it)."""
+    if previous is not None:
+        for job in previous_jobs(Path(previous)):
+            if read_key(job) == key and is_complete(job):
+                return job
+    for root in pool:
+        if not Path(root).is_dir():
+            continue
+        for f in sorted(Path(root).rglob(KEY_FILE)):
+            if read_key(f.parent) == key and is_complete(f.parent):
+                return f.parent
     return None
 
 
@@ -202,27 +215,41 @@ def copy_records(src: Path, dst: Path) -> None:
         os.replace(tmp, dst / name)
 
 
-def previous_dir(sweep_dir: Path) -> Path:
-    return sweep_dir.with_name(sweep_dir.name + PREVIOUS_SUFFIX)
+def previous_dir(folder: Path) -> Path:
+    """Where ``folder``'s earlier contents go: inside it (``<folder>/.previous/<n>/``), so that
+    they stay within the folder (a DVC output, git-ignored as it is) and no reader of job
+    folders sees them (no ``summary.json`` at the top)."""
+    return Path(folder) / PREVIOUS
 
 
-def set_aside(sweep_dir: Path) -> Path:
-    """Move ``sweep_dir`` into its previous folder as the newest generation (``<n>/``), keeping
-    what an earlier interrupted attempt left there; drop every job that is not complete and
-    every generation left with none. Returns the previous folder (it may not exist)."""
-    sweep_dir = Path(sweep_dir)
-    previous = previous_dir(sweep_dir)
-    if sweep_dir.exists():
+def set_aside(folder: Path, prune: bool = True) -> Path:
+    """Move what ``folder`` holds into ``<folder>/.previous/<n>/`` (the newest generation),
+    keeping what an earlier interrupted attempt left in ``.previous``; ``folder`` is then empty
+    but for ``.previous``. With ``prune`` (a sweep folder: generations of job folders), drop
+    every job that is not complete and every generation left with none. Returns the previous
+    folder (it may not exist)."""
+    folder = Path(folder)
+    previous = previous_dir(folder)
+    aside = folder.with_name(folder.name + ASIDE_SUFFIX)
+    if folder.exists() and not aside.exists():
+        os.replace(folder, aside)
+    if aside.exists():  # also what a crash between the two moves left
+        folder.mkdir(parents=True, exist_ok=True)
+        if (aside / PREVIOUS).is_dir():
+            if previous.exists():  # pragma: no cover - only after a crash mid-way
+                shutil.rmtree(previous)
+            os.replace(aside / PREVIOUS, previous)
         gens = _generations(previous)
         n = int(gens[0].name) + 1 if gens else 0
-        previous.mkdir(parents=True, exist_ok=True)
-        os.replace(sweep_dir, previous / str(n))
-    for gen in _generations(previous):
-        for job in list(gen.iterdir()):
-            if job.is_dir() and not is_complete(job):
-                shutil.rmtree(job)
-        if not any(j.is_dir() for j in gen.iterdir()):
-            shutil.rmtree(gen)
+        previous.mkdir(exist_ok=True)
+        os.replace(aside, previous / str(n))
+    if prune:
+        for gen in _generations(previous):
+            for job in list(gen.iterdir()):
+                if job.is_dir() and not is_complete(job):
+                    shutil.rmtree(job)
+            if not any(j.is_dir() for j in gen.iterdir()):
+                shutil.rmtree(gen)
     if previous.is_dir() and not any(previous.iterdir()):
         previous.rmdir()
     return previous

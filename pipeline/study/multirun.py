@@ -2,11 +2,12 @@
 parallel by Hydra's joblib launcher (one job per core; ``ASGD_STUDY_JOBS`` overrides the count),
 and its jobs' summaries collected in job order.
 
-A sweep reuses finished jobs: the folder of an earlier attempt is moved aside
-(``<sweep_dir>.previous``, merged with what an interrupted attempt left there) and named to the
-jobs in ``$ASGD_REUSE_FROM``; a job whose key (:mod:`pipeline.core.jobkey`) matches a complete
-job there copies its records instead of running. The previous folder goes when the sweep
-succeeds."""
+A sweep reuses finished jobs: what an earlier attempt left in the sweep folder is moved aside
+(``<sweep_dir>/.previous/<n>/``, merged with what an interrupted attempt left there) and named
+to the jobs in ``$ASGD_REUSE_FROM``; inside :func:`reusing` (a study stage), the stage's whole
+earlier outputs are searched too (``$ASGD_REUSE_POOL``). A job whose key
+(:mod:`pipeline.core.jobkey`) matches a complete job there copies its records instead of
+running. The previous folders go when the sweep (the stage) succeeds."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -32,6 +35,25 @@ def n_jobs() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+#: the earlier outputs of the stage that is running (``reusing``)
+_POOL: list[Path] = []
+
+
+@contextmanager
+def reusing(*outputs: Path) -> Iterator[list[Path]]:
+    """A stage: its output folders' earlier contents set aside (``<out>/.previous/<n>/``) for
+    every sweep inside to reuse from, whichever sweep folder held a job; they go when the
+    stage succeeds, and stay for the next attempt when it does not."""
+    pool = [jobkey.set_aside(p, prune=False) for p in outputs]
+    _POOL.extend(pool)
+    try:
+        yield pool
+    finally:
+        del _POOL[len(_POOL) - len(pool) :]
+    for p in pool:
+        jobkey.discard(p)
 
 
 def _quote(s: str) -> str:
@@ -67,6 +89,7 @@ def multirun(
         "progress=off",
     ]
     env = {**os.environ, jobkey.REUSE_ENV: str(previous)}
+    env[jobkey.POOL_ENV] = os.pathsep.join(str(p) for p in _POOL)
     proc = subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, env=env)
     if proc.returncode != 0:  # the previous folder stays: the next attempt reuses it too
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
