@@ -247,7 +247,7 @@ def test_only_finished_or_diverged_jobs_are_reused_and_set_aside_merges(tmp_path
     for i, status in enumerate(["finished", "diverged", "killed", "failed", "running", None]):
         _fake_job(sweep, str(i), f"k{i}", status)
     previous = jobkey.set_aside(sweep)
-    assert not sweep.exists() and previous == tmp_path / "sweep.previous"
+    assert previous == sweep / ".previous" and [p.name for p in sweep.iterdir()] == [".previous"]
     assert [j.name for j in jobkey.previous_jobs(previous)] == ["0", "1"]  # the rest dropped
     assert jobkey.find_reusable(previous, "k0") == previous / "0" / "0"
     assert jobkey.find_reusable(previous, "k1") == previous / "0" / "1"
@@ -266,3 +266,29 @@ def test_only_finished_or_diverged_jobs_are_reused_and_set_aside_merges(tmp_path
     assert (dst / "events.csv").read_text() == "events of k6\n"
     jobkey.discard(previous)
     assert not previous.exists()
+
+
+def test_a_stage_pool_is_searched_whichever_folder_held_the_job(tmp_path):
+    out = tmp_path / "tuning"
+    _fake_job(out / "base" / "r0_0", "3", "k0", "finished")
+    _fake_job(out / "base" / "r1_0", "0", "k1", "killed")
+    pool = jobkey.set_aside(out, prune=False)
+    assert [p.name for p in out.iterdir()] == [".previous"]
+    assert jobkey.find_reusable(None, "k0", [pool]) == pool / "0" / "base" / "r0_0" / "3"
+    assert jobkey.find_reusable(out / "base" / "r0_0" / ".previous", "k1", [pool]) is None
+
+
+@pytest.mark.slow
+def test_a_stage_reuses_jobs_from_any_of_its_earlier_sweep_folders(tmp_path):
+    """Inside ``reusing`` (a stage), a job is found whichever sweep folder held it before; the
+    folders the stage no longer writes are gone once it succeeds."""
+    from pipeline.study.multirun import reusing
+
+    out = tmp_path / "stage"
+    _sweep(out / "r0_0")
+    before = _records(out / "r0_0")
+    with reusing(out):
+        _sweep(out / "r0_1")
+    assert _outcomes(out / "r0_1") == {k: "reused" for k in before}
+    assert _records(out / "r0_1") == before
+    assert sorted(p.name for p in out.iterdir()) == ["r0_1"]
