@@ -4,14 +4,22 @@ Before Hydra starts any job, every job's configuration is composed and checked
 (:mod:`pipeline.compose.preflight`): an unknown option, a typo, a wrong type or a bad value is
 reported as one line on stderr with exit code 2, and nothing runs. The default data file is built
 there too, once, before parallel jobs could race for it.
+
+In a study sweep (``$ASGD_REUSE_FROM`` names the previous attempt's folder, ``$ASGD_REUSE_POOL``
+the stage's earlier outputs), each job writes its key (:mod:`pipeline.core.jobkey`) into
+``key.json`` and, when a complete job there has the same key, copies its records instead of
+running (one log line, ``reused <folder>``; no
+MLflow run). Wall-clock runs (engine=rpc) are measurements, never reused.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -23,6 +31,7 @@ os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
 from pipeline import CONF_DIR, ConfigError, RunError, Terminated  # noqa: E402
 from pipeline.compose.preflight import preflight
 from pipeline.compose.schema import register
+from pipeline.core import jobkey
 
 register()
 log = logging.getLogger("pipeline.train")
@@ -36,6 +45,11 @@ def hydra_main(cfg: DictConfig) -> float | None:
     from pipeline.runner import run_experiment
 
     hc = HydraConfig.get()
+    previous = os.environ.get(jobkey.REUSE_ENV)
+    if previous is not None and hc.mode == RunMode.MULTIRUN:
+        reused = key_or_reuse(cfg, Path(hc.runtime.output_dir), Path(previous))
+        if reused is not None:
+            return reused.get("final_suboptimality")
     try:
         summary, _ = run_experiment(cfg, hc.runtime.output_dir, dict(hc.runtime.choices))
     except ConfigError as e:
@@ -59,6 +73,47 @@ def hydra_main(cfg: DictConfig) -> float | None:
         hc.runtime.output_dir,
     )
     return summary["final_suboptimality"]
+
+
+def job_key(cfg: DictConfig) -> dict:
+    """This job's key: its resolved config, the digests of the files it reads, its device."""
+    from omegaconf import OmegaConf
+
+    from pipeline.compose.datafiles import dataset_path
+    from pipeline.core.devices import resolve_device
+    from pipeline.core.files import file_digest
+    from pipeline.core.trace import trace_file
+
+    inputs: dict[str, str | None] = {}
+    data = dataset_path(cfg)
+    if data is not None:
+        inputs["dataset"] = file_digest(data)
+    if cfg.topology.get("trace_path"):
+        inputs["trace"] = file_digest(trace_file(cfg.topology.trace_path))
+    config = OmegaConf.to_container(cfg, resolve=True)
+    return jobkey.job_key(config, inputs, str(resolve_device(cfg.objective.device)))
+
+
+def key_or_reuse(cfg: DictConfig, outdir: Path, previous: Path) -> dict | None:
+    """Write this job's key; when a complete job of ``previous`` has the same key, copy its
+    records here and return its summary (None: the job runs)."""
+    from pipeline.engines import TIME_KINDS
+
+    if TIME_KINDS.get(cfg.engine.name) != "simulated":  # a wall-clock run is a measurement
+        return None
+    try:
+        key = job_key(cfg)
+    except ConfigError:  # the run reports it, as one line
+        return None
+    outdir.mkdir(parents=True, exist_ok=True)
+    jobkey.write_key(outdir, key)
+    pool = [Path(p) for p in os.environ.get(jobkey.POOL_ENV, "").split(os.pathsep) if p]
+    src = jobkey.find_reusable(previous, key["key"], pool)
+    if src is None:
+        return None
+    jobkey.copy_records(src, outdir)
+    log.info("reused %s", src)
+    return json.loads((outdir / "summary.json").read_text())
 
 
 def _g4(v) -> str:

@@ -1,13 +1,15 @@
 """``python -m pipeline.study <stage>``: one stage of the study on the profile ``params.yaml``
-selects; a study error is one line on stderr and exit code 1."""
+selects; a study error is one line on stderr and exit code 1. The stage's earlier outputs are
+set aside and its sweeps reuse their finished jobs (``multirun.reusing``)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from pipeline.study.profile import StudyError, load_profile
-from pipeline.study.stages import STAGES
+from pipeline.study.multirun import reusing
+from pipeline.study.profile import StudyError, load_profile, results_dir
+from pipeline.study.stages import OUTPUTS, STAGES
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -16,7 +18,8 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     try:
         profile = load_profile()
-        STAGES[a.stage](profile)
+        with reusing(*(results_dir(profile) / d for d in OUTPUTS[a.stage])):
+            STAGES[a.stage](profile)
     except StudyError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

@@ -1,19 +1,28 @@
 """A study sweep as one Hydra multirun of ``pipeline.train`` into a fixed directory, run in
 parallel by Hydra's joblib launcher (one job per core; ``ASGD_STUDY_JOBS`` overrides the count),
-and its jobs' summaries collected in job order."""
+and its jobs' summaries collected in job order.
+
+A sweep reuses finished jobs: what an earlier attempt left in the sweep folder is moved aside
+(``<sweep_dir>/.previous/<n>/``, merged with what an interrupted attempt left there) and named
+to the jobs in ``$ASGD_REUSE_FROM``; inside :func:`reusing` (a study stage), the stage's whole
+earlier outputs are searched too (``$ASGD_REUSE_POOL``). A job whose key
+(:mod:`pipeline.core.jobkey`) matches a complete job there copies its records instead of
+running. The previous folders go when the sweep (the stage) succeeds."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
 
 from pipeline import PROJECT_ROOT
+from pipeline.core import jobkey
 from pipeline.core.runs import job_dirs
 from pipeline.study.profile import StudyError
 
@@ -28,6 +37,25 @@ def n_jobs() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+#: the earlier outputs of the stage that is running (``reusing``)
+_POOL: list[Path] = []
+
+
+@contextmanager
+def reusing(*outputs: Path) -> Iterator[list[Path]]:
+    """A stage: its output folders' earlier contents set aside (``<out>/.previous/<n>/``) for
+    every sweep inside to reuse from, whichever sweep folder held a job; they go when the
+    stage succeeds, and stay for the next attempt when it does not."""
+    pool = [jobkey.set_aside(p, prune=False) for p in outputs]
+    _POOL.extend(pool)
+    try:
+        yield pool
+    finally:
+        del _POOL[len(_POOL) - len(pool) :]
+    for p in pool:
+        jobkey.discard(p)
+
+
 def _quote(s: str) -> str:
     return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
@@ -40,9 +68,9 @@ def multirun(
     subdir: str = "${hydra.job.num}",
 ) -> list[dict]:
     """Run ``python -m pipeline.train -m <overrides>`` into ``sweep_dir`` (parallel through the
-    joblib launcher unless ``jobs`` is 1); return each job's summary in job order."""
-    if sweep_dir.exists():
-        shutil.rmtree(sweep_dir)
+    joblib launcher unless ``jobs`` is 1), reusing the complete jobs of an earlier attempt with
+    the same key; return each job's summary in job order."""
+    previous = jobkey.set_aside(sweep_dir)
     jobs = n_jobs() if jobs is None else jobs
     launcher = ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"] if jobs > 1 else []
     extra = ["tracking=none"] if os.environ.get("ASGD_STUDY_NO_MLFLOW") else []
@@ -60,10 +88,13 @@ def multirun(
         f"hydra.sweep.subdir={subdir}",
         "progress=off",
     ]
-    proc = subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True)
-    if proc.returncode != 0:
+    env = {**os.environ, jobkey.REUSE_ENV: str(previous)}
+    env[jobkey.POOL_ENV] = os.pathsep.join(str(p) for p in _POOL)
+    proc = subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:  # the previous folder stays: the next attempt reuses it too
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
         raise StudyError(f"multirun failed ({proc.returncode}): {' | '.join(tail)}")
+    jobkey.discard(previous)
     return collect(sweep_dir)
 
 

@@ -190,6 +190,17 @@ def nonconvex(profile: dict, root: Path | None = None) -> dict:
     return out
 
 
+#: stage name -> its output folders under the profile's results (set aside and reused from
+#: while the stage runs: ``multirun.reusing``)
+OUTPUTS: dict[str, tuple[str, ...]] = {
+    "tune": ("tuning",),
+    "runs": ("runs",),
+    "paper": ("paper",),
+    "scaling": ("scaling",),
+    "nonconvex": ("nonconvex",),
+    "real": ("real",),
+}
+
 #: stage name -> function(profile, root); one more stage is one more entry
 STAGES: dict[str, Callable[..., Any]] = {
     "tune": tune,
