@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-from pipeline import PROJECT_ROOT
+from pipeline import PROJECT_ROOT, ConfigError
 from pipeline.engines.rpc import protocol
 from pipeline.engines.rpc.protocol import RunFailure
 
@@ -41,22 +41,62 @@ def loopback_only(addr: str) -> dict[str, str]:
     return {k: os.environ.get(k, "lo") for k in ("TP_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME")}
 
 
+class PortUnavailable(ConfigError, RunFailure):
+    """``engine.master_port`` cannot be bound (taken, or privileged): a configuration this
+    machine cannot run (``ConfigError``: one line, exit code 2), found before any worker
+    starts. Also a ``RunError`` for callers that catch a failed run."""
+
+
 def bind_store(
     addr: str, fixed_port: int | None, world_size: int, timeout: float
 ) -> tuple[dist.TCPStore, int]:
-    """Bind the rendezvous store before any worker starts: a taken port is an error at once
-    (or, for a port we chose, a reason to choose another)."""
+    """Bind the rendezvous store before any worker starts: a given port that cannot be bound
+    is :class:`PortUnavailable` at once; a port we chose that was taken meanwhile is a reason
+    to choose another."""
     for _ in range(1 if fixed_port else 5):
         port = fixed_port or free_port(addr)
         try:
             return protocol.bind_master_store(addr, port, world_size, timeout), port
         except Exception as e:
             text = " ".join(str(e).split())
-            if "in use" not in text.lower() and "EADDRINUSE" not in text:
+            taken = "in use" in text.lower() or "EADDRINUSE" in text
+            if fixed_port and taken:
+                raise PortUnavailable(
+                    f"port {port} on {addr} is taken (engine.master_port)"
+                ) from None
+            if fixed_port:
+                why = text[:200]
+                if "EACCES" in text:
+                    why = "permission denied"
+                    if port < 1024:
+                        why += " (a port below 1024 needs root or CAP_NET_BIND_SERVICE)"
+                raise PortUnavailable(
+                    f"cannot listen on {addr}:{port} (engine.master_port): {why}"
+                ) from None
+            if not taken:
                 raise RunFailure(f"cannot listen on {addr}:{port}: {text[:200]}") from None
-    if fixed_port:
-        raise RunFailure(f"port {fixed_port} on {addr} is taken (engine.master_port)")
     raise RunFailure(f"no free port on {addr} after 5 tries")
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, else the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def oversubscription(processes: int, cores: int) -> str | None:
+    """The one warning line for a wall-clock run with more processes of the run on this machine
+    than cores it may use; None when each has a core."""
+    if processes <= cores:
+        return None
+    return (
+        f"{processes} processes of this run (the server and its workers) share {cores} CPU "
+        f"core{'s' if cores != 1 else ''}: wall-clock times (run_time_s, the time column, "
+        "jobs.csv's durations) and gradients_per_s measure the contention for the CPU, not "
+        "the emulated worker times of the topology alone"
+    )
 
 
 def torchrun_store(n: int, timeout: float) -> tuple[str, int, dist.TCPStore]:

@@ -96,9 +96,23 @@ def store_address(url: str) -> tuple[str, int]:
     return u.hostname, u.port
 
 
+#: TensorPipe transports: TCP (libuv) only, never ``shm``. Why: while the group forms, every
+#: worker sends the leader (the server) one message at once (``init_rpc``'s all-gather), and
+#: each such pipe opens about 3 connections to the server's ``shm`` listener, an AF_UNIX socket
+#: that TensorPipe creates with a backlog of 128 (``listen(128)``, fixed in its source). On a
+#: busy host the server accepts slower than 40 workers connect (measured: 120 of 128 slots
+#: queued at once): a non-blocking AF_UNIX ``connect`` to a full backlog fails at once with
+#: EAGAIN (``connect: Resource temporarily unavailable``, tensorpipe/common/socket.cc), the worker
+#: exits, and its peers see ``Connection reset by peer`` (pytorch/pytorch#85607). A full TCP
+#: backlog instead drops the SYN and the kernel retries it, so a slow accept only delays the
+#: join. On one host the job messages (a few KiB) then go over loopback TCP instead of shared
+#: memory; across hosts TCP was used anyway.
+TRANSPORTS = ["uv"]
+
+
 def backend_options(url: str, timeout: float, threads: int) -> rpc.TensorPipeRpcBackendOptions:
     return rpc.TensorPipeRpcBackendOptions(
-        init_method=url, rpc_timeout=timeout, num_worker_threads=threads
+        init_method=url, rpc_timeout=timeout, num_worker_threads=threads, _transports=TRANSPORTS
     )
 
 

@@ -24,6 +24,7 @@ with that error. However the run ends, every worker process is reaped.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -41,6 +42,7 @@ from pipeline.engines.rpc import launch, protocol
 from pipeline.engines.rpc.loop import ServerLoop
 from pipeline.engines.rpc.protocol import RunFailure
 
+log = logging.getLogger(__name__)
 _ACTIVE: RpcEngine | None = None  # the run this process serves (one at a time)
 
 
@@ -167,6 +169,11 @@ class RpcEngine:
         local = launch.loopback_only(addr)
         os.environ.update(local)  # before this process creates its RPC agent
         protocol.publish_config(self._store, self.cfg_dict, self.worker_builder)
+        if not self.ordered:  # ordered: the iterates do not depend on the wall clock
+            here = int(os.environ.get("LOCAL_WORLD_SIZE", n + 1)) if self.torchrun else n + 1
+            warning = launch.oversubscription(here, launch.usable_cores())
+            if warning is not None:
+                log.warning(warning)
         if not self.torchrun:
             self.workers.spawn(url, ec.start_timeout, local)
         # phase 1: every worker ready (or a clear reason why not)
