@@ -13,8 +13,8 @@ Scenarios (each repeated with different moments, drawn from a seeded generator):
   status killed, MLflow run KILLED, records readable.
 - ``sigstop-worker``: SIGSTOP to one worker for longer than ``engine.job_timeout``. Expected:
   that worker is lost after its job's deadline, the run meets its budget, exit 0.
-- ``taken-port``: ``engine.master_port`` set to a port another socket holds. Expected: exit 1
-  with one error line, at once.
+- ``taken-port``: ``engine.master_port`` set to a port another socket holds. Expected: exit 2
+  with one error line, at once (before any worker starts).
 For each run: did it end as expected, how long from the fault to the end (or to the detection,
 for lost workers), whether any process of the run was left, whether any record was lost (rows of
 events.csv against summary.json's gradients; history.csv readable).
@@ -153,7 +153,7 @@ def drill(kind: str, rng: np.random.Generator, workdir: Path, data: Path) -> dic
         )
         ok = proc.returncode == 143 and summary.get("status") == "killed" and status == "KILLED"
     else:
-        ok = proc.returncode == 1 and len(errors) == 1 and "is taken" in errors[0]
+        ok = proc.returncode == 2 and len(errors) == 1 and "is taken" in errors[0]
     return {"ok": ok, "seconds": took, "left": len(left), "intact": intact, "after": after}
 
 

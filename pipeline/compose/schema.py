@@ -239,7 +239,7 @@ class RpcEngineConfig(EngineConfig):
     device: str = "cpu"  # cpu | cuda | auto: where workers compute (worker i on cuda:i mod k)
     launcher: str = "spawn"  # spawn (one machine) | torchrun (ranks from the environment)
     job_timeout: float = num(60.0, gt=0, high=86400)  # seconds a job may take beyond its wait
-    start_timeout: float = num(120.0, gt=0, high=86400)  # start-up and rendezvous
+    start_timeout: float = num(300.0, gt=0, high=86400)  # start-up and rendezvous
     shutdown_timeout: float = num(10.0, gt=0, high=3600)
     on_worker_failure: str = "continue"  # continue | abort (synchronous methods)
     master_addr: str = "127.0.0.1"

@@ -326,9 +326,9 @@ def spawned_worker(rank: int, world_size: int, url: str, start_timeout: float, p
 def torchrun_worker(argv: list[str]) -> int:
     """A rank >= 1 under torchrun: a worker; its configuration comes from rank 0 (the server),
     so a different config on another host cannot silently run. The command line only gives
-    the start-up deadline (``engine.start_timeout=...``, default 120 s)."""
+    the start-up deadline (``engine.start_timeout=...``, default 300 s)."""
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    timeout = 120.0
+    timeout = 300.0
     for a in argv:
         if a.startswith("engine.start_timeout="):
             timeout = float(a.split("=", 1)[1])
