@@ -92,13 +92,7 @@ def test_ui_marks_runs_of_dead_processes_killed(tmp_path):
     dead = client.create_run(exp, run_name="dead run", tags={
         **process_tags(tmp_path), PID: str(gone.pid), START: started}).info.run_id  # fmt: skip
     alive = client.create_run(exp, run_name="live run", tags=process_tags()).info.run_id
-    port = _free_port()
-    log = tmp_path / "ui.log"
-    with open(log, "w") as f:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.ui", f"tracking.uri={uri}", "--port", str(port)],
-            cwd=PROJECT_ROOT, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+    server, port, log = _start_ui(uri, tmp_path)
     try:
         deadline = time.monotonic() + 240
         while not re.search(r"^open: ", log.read_text(), re.M):  # printed once it has reaped
@@ -135,6 +129,18 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _start_ui(uri: str, tmp_path: Path) -> tuple[subprocess.Popen, int, Path]:
+    """``python -m pipeline.ui`` on ``uri`` and a free port, its output in ``ui.log``."""
+    port = _free_port()
+    log = tmp_path / "ui.log"
+    with open(log, "w") as f:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.ui", f"tracking.uri={uri}", "--port", str(port)],
+            cwd=PROJECT_ROOT, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    return server, port, log
 
 
 def _wait_healthy(port: int, server: subprocess.Popen, log: Path, timeout: float = 240) -> None:
@@ -199,13 +205,7 @@ def test_compare_a_sweep_in_the_mlflow_ui(tmp_path, browser_path):
     assert len(names) == 4 and all(" sqrt n=16 lr=" in n for n in names)
     swept = time.monotonic()
 
-    port = _free_port()
-    log = tmp_path / "ui.log"
-    with open(log, "w") as f:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.ui", f"tracking.uri={uri}", "--port", str(port)],
-            cwd=PROJECT_ROOT, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+    server, port, log = _start_ui(uri, tmp_path)
     try:
         _wait_healthy(port, server, log)
         served = time.monotonic()
