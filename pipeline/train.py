@@ -219,10 +219,6 @@ def resume_main(argv: list[str]) -> int:
               f"{cfg_file}; resume it with the code it was started with",
               file=sys.stderr)  # fmt: skip
         return 2
-    if cfg.engine.name != "sim":
-        print(f"error: resume: engine={cfg.engine.name} runs cannot be resumed yet (engine=sim "
-              f"runs can)", file=sys.stderr)  # fmt: skip
-        return 2
     pid = json.loads((run_dir / RUN_FILE).read_text()).get("pid") if (
         run_dir / RUN_FILE).exists() else None  # fmt: skip
     if status == "running" and pid and _alive(pid):

@@ -244,6 +244,8 @@ class RpcEngineConfig(EngineConfig):
     on_worker_failure: str = "continue"  # continue | abort (synchronous methods)
     master_addr: str = "127.0.0.1"
     master_port: int | None = num(None, low=1, high=65535)  # None: a free port (spawn)
+    # seconds between checkpoints (checkpoint.pt, for resume=<run dir>); null: none
+    checkpoint_every: float | None = num(60.0, gt=0, high=86400, nullable=True)
     worker_threads: int = num(1, low=1, high=1024)  # torch threads per worker process
 
 

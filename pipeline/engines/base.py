@@ -121,11 +121,25 @@ class RunControl:
             item = self._queue.get()
             if item is None:
                 return
+            if isinstance(item, threading.Event):  # settle(): everything before it is done
+                item.set()
+                continue
             try:
                 self.record(*item)
             except BaseException as e:  # re-raised in the run's thread
                 self._error = e
                 self.diverged = True
+                return
+
+    def settle(self) -> None:
+        """Wait until the evaluations handed to the background are written (a checkpoint's
+        history must end where its state says)."""
+        if self._thread is None or self._error is not None:
+            return
+        done = threading.Event()
+        self._queue.put(done)
+        while not done.wait(1.0):
+            if not self._thread.is_alive():
                 return
 
     def _drain(self) -> None:

@@ -26,10 +26,16 @@ from pipeline.engines.rpc.protocol import ERROR, OK, RunFailure
 class JobsFile:
     """``jobs.csv``: one row per job, written when it ends (what ``topology=trace`` replays)."""
 
-    def __init__(self, path: Path, n: int):
-        self._file = open(path, "w", newline="")  # noqa: SIM115
+    def __init__(self, path: Path, n: int, resume_bytes: int | None = None):
+        """``resume_bytes``: a resumed run's file is cut back to its checkpoint and appended to
+        (the jobs still running at the checkpoint have no row)."""
+        if resume_bytes is not None:
+            with open(path, "rb+") as f:
+                f.truncate(resume_bytes)
+        self._file = open(path, "w" if resume_bytes is None else "a", newline="")  # noqa: SIM115
         self._writer = csv.writer(self._file, lineterminator="\n")
-        self._writer.writerow(JOB_COLUMNS)
+        if resume_bytes is None:
+            self._writer.writerow(JOB_COLUMNS)
         self._file.flush()  # the header, from the first moment
         self.open: list[tuple[int, int, float] | None] = [None] * n  # (seq, version, start)
 
@@ -46,6 +52,10 @@ class JobsFile:
     def flush(self) -> None:
         if self._file is not None:
             self._file.flush()
+
+    def tell(self) -> int:
+        self._file.flush()
+        return self._file.tell()
 
     def close(self, now: float) -> None:
         if self._file is None:
@@ -93,7 +103,10 @@ class ServerLoop:
         self.cpu0 = 0.0
         self.now = 0.0
         self.last_watch = 0.0
-        self.jobs = JobsFile(self.recorder.outdir / "jobs.csv", n)
+        self.checkpoints = engine.checkpoints
+        resumed = self.checkpoints.loaded
+        self.jobs = JobsFile(self.recorder.outdir / "jobs.csv", n,
+                             resumed["jobs_bytes"] if resumed else None)  # fmt: skip
         self.core = Dispatcher(self.rule, self.start_job, self.cancel_job, self.apply, self.server)
 
     # -- the dispatcher's hands ------------------------------------------------------------------
@@ -195,6 +208,34 @@ class ServerLoop:
             self.iterates.append(server.x)
         return self.control.stepped(server.x, server.version, self.core.gradients, self.now)
 
+    # -- checkpoints -----------------------------------------------------------------------------
+    def checkpoint(self) -> None:
+        """Right after a step (nothing accumulated): the iterate and its version, the counts,
+        the run's time, and the records as written (evaluations handed to the background are
+        waited for). The jobs in flight are not saved: a resumed run starts fresh workers."""
+        self.control.settle()
+        self.recorder.write_events(self.core.rows)
+        self.core.rows = []
+        core = self.core
+        self.checkpoints.save({
+            "engine": "rpc", "x": self.server.x, "version": self.server.version,
+            "gradients": core.gradients, "cancelled": core.cancelled, "now": self.now,
+            "failures": self.failures, "jobs_bytes": self.jobs.tell(),
+            "control": self.control.state(), "recorder": self.recorder.state(),
+        })  # fmt: skip
+
+    def resume(self, state: dict) -> None:
+        """Go on from a checkpoint: its iterate at its version (the rule's count too, so the
+        delays of the new jobs are counted from there), its counts and its clock."""
+        if state.get("engine") != "rpc":
+            raise RunFailure("the checkpoint was written by another engine")
+        self.server.x, self.server.version = state["x"], state["version"]
+        self.rule.version = state["version"]
+        self.core.gradients, self.core.cancelled = state["gradients"], state["cancelled"]
+        self.failures = list(state["failures"])
+        self.now = state["now"]
+        self.control.load_state(state["control"], state["gradients"])
+
     # -- the next arrival ------------------------------------------------------------------------
     def next_ordered(self, budget_t: float | None) -> int | str | None:
         """The worker whose job ends first on the simulated clock, once its gradient is here;
@@ -243,10 +284,13 @@ class ServerLoop:
         budget_g = control.budget_gradients if control.budget_gradients is not None else -1
         budget_t = control.budget_time
         status, stopped_by = "finished", BY_EXHAUSTION
-        control.start(self.server.x)
-        self.t0 = time.perf_counter()
+        resumed = self.checkpoints.loaded
+        if resumed is None:
+            control.start(self.server.x)
+        else:
+            self.resume(resumed)
+        self.t0 = time.perf_counter() - self.now  # a resumed run's clock goes on from its time
         self.cpu0 = time.process_time()
-        self.now = 0.0
         try:
             core.begin()
             while True:
@@ -269,6 +313,8 @@ class ServerLoop:
                 if d.step and self.stepped():
                     stopped_by = None  # diverged
                     break
+                if d.step and self.checkpoints.due():
+                    self.checkpoint()
                 if core.gradients == budget_g:
                     stopped_by = BY_GRADIENTS
                     break

@@ -35,6 +35,7 @@ from omegaconf import OmegaConf
 from pipeline.core.server import ParameterServer
 from pipeline.engines.base import (
     BY_FAILURE,
+    Checkpoints,
     RunControl,
     RunResult,
 )
@@ -90,6 +91,7 @@ class RpcEngine:
         self.rpc_up = False
         self._store = None
         self._clean = False  # the loop ended normally: workers may leave together
+        self.checkpoints = Checkpoints()  # the runner's, where the run has a folder
 
     @classmethod
     def create(cls, exp, control: RunControl, trace_iterates: bool = False) -> RpcEngine:
