@@ -55,7 +55,7 @@ KEY_HELP: dict[str, str] = {
     "optimizer.cancel": "rennala, ringmaster: cancel stale running jobs (true/false)",
     "optimizer.sigma2": "rennala, ringmaster: sigma^2 for S, R = ceil(sigma^2/target)",
     "optimizer.batch": "rennala: S, averaged per step (default ceil(sigma^2/target), or n)",
-    "engine.checkpoint_every": "sim: seconds between checkpoints for resume=<run dir> (null: none)",
+    "engine.checkpoint_every": "seconds between checkpoints for resume=<run dir> (null: none)",
     "engine.time_scale": "rpc: wall seconds per unit of worker time",
     "engine.ordered": "rpc: apply arrivals in the simulated clock's order",
     "engine.device": "rpc: cpu | cuda | auto, where workers compute (worker i on cuda:i mod k)",
