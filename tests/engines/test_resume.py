@@ -12,6 +12,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from pipeline import PROJECT_ROOT
 from pipeline.engines import replay as replay_mod
@@ -210,3 +211,55 @@ def test_a_resumed_run_goes_on_under_its_mlflow_run(tmp_path, small_data, small_
     assert run.data.tags["process.pid"] == str(os.getpid())
     steps = [m.step for m in client.get_metric_history(first, "curves/loss")]
     assert max(steps) == summary["updates"]
+
+
+@pytest.mark.slow
+def test_a_killed_real_run_resumes_with_fresh_workers_and_meets_its_budget(tmp_path, small_data,
+                                                                           mlflow_uri):  # fmt: skip
+    """engine=rpc: SIGKILL to the server after a checkpoint (its workers die with it), then
+    ``resume=<dir>``: fresh workers, the budget met, the records one run's (events numbered
+    on, versions counted from the checkpoint's), one MLflow run."""
+    from pipeline.core.records import read_events, read_history
+    from pipeline.tracking import client_for
+
+    run = tmp_path / "run"
+    args = ["engine=rpc", "optimizer=asgd", "dataset=small_lstsq", "topology=linear",
+            "topology.n_workers=3", "batch_size=8", "optimizer.lr=0.01", "eval_every=20",
+            "engine.time_scale=0.002", "engine.checkpoint_every=0.5", "budget.gradients=4000",
+            "progress=off", f"dataset.path={small_data}", f"tracking.uri={mlflow_uri}"]  # fmt: skip
+    cmd = [sys.executable, "-m", "pipeline.train", *args, f"hydra.run.dir={run}"]
+    env = {**os.environ, "CI": "1"}
+    proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 600  # a hang guard
+        while not (run / CHECKPOINT_FILE).exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"no checkpoint before the run ended: {proc.communicate()[1][-2000:]}")
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert json.loads((run / "summary.json").read_text())["status"] == "running"
+    state = torch.load(run / CHECKPOINT_FILE, weights_only=False)
+    out = run_cli(f"resume={run}", timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["gradients"] == 4000
+    events = read_events(run / "events.csv")
+    assert len(events) == 4000
+    # the first rows are the checkpoint's; the new workers' jobs start at its version
+    after = events[state["gradients"] :]
+    assert min(e["version"] for e in after) >= state["version"]
+    assert [e["time"] for e in events] == sorted(e["time"] for e in events)
+    history = read_history(run / "history.csv")
+    updates = [int(h["update"]) for h in history]
+    assert updates == sorted(set(updates)) and updates[-1] == summary["updates"]
+    info = json.loads((run / "run.json").read_text())
+    assert [r["from_gradients"] for r in info["resumed"]] == [state["gradients"]]
+    client = client_for(mlflow_uri)
+    (only,) = client.search_runs([client.get_experiment_by_name("async-sgd").experiment_id])
+    assert only.info.run_id == info["mlflow_run_id"] and only.info.status == "FINISHED"
+    assert only.data.tags["resumed"] == "1"

@@ -219,7 +219,8 @@ class ServerLoop:
         core = self.core
         self.checkpoints.save({
             "engine": "rpc", "x": self.server.x, "version": self.server.version,
-            "gradients": core.gradients, "cancelled": core.cancelled, "now": self.now,
+            "gradients": core.gradients, "done": core.gradients,  # (done: as the runner reads)
+            "cancelled": core.cancelled, "now": self.now,
             "failures": self.failures, "jobs_bytes": self.jobs.tell(),
             "control": self.control.state(), "recorder": self.recorder.state(),
         })  # fmt: skip
