@@ -689,6 +689,37 @@ def drill_table(records: Records) -> str:
     return t.render()
 
 
+KILL = ("drill_kill.json", "python bench/drill_kill.py --repeats 5")
+
+
+def kill_table(records: Records) -> str:
+    name, cmd = KILL
+    rec = records.get(name)
+    if rec is None:
+        return missing_table(cmd)
+    t = Table(
+        records,
+        [
+            "engine",
+            "as specified (headers, summary running, MLflow KILLED by the next run, none left)",
+            "records reach back to (s before the kill)",
+            "kill at (s after the first rows)",
+            "event rows on disk",
+        ],
+    )
+    ref = t.cite(name)
+    for engine, f in rec["figures"].items():
+        t.add(
+            engine,
+            f"{f['ok']}/{f['repeats']}",
+            between(f["lag_s_min"], f["lag_s_max"], f2),
+            ", ".join(f2(r["at_s"]) for r in f["runs"]),
+            ", ".join(str(r["rows"]) for r in f["runs"]),
+            ref,
+        )
+    return t.render()
+
+
 # ------------------------------------------------------------------------------ README spans
 
 
@@ -778,6 +809,7 @@ BLOCKS: dict[str, dict[str, Block]] = {
     },
     "RELIABILITY.md": {
         "drill": Block(lambda r, g: drill_table(r)),
+        "kill": Block(lambda r, g: kill_table(r)),
     },
 }
 
