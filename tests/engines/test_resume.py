@@ -125,19 +125,8 @@ def test_a_run_killed_before_its_first_checkpoint_starts_over(tmp_path, small_da
         assert (cut / f).read_bytes() == (whole / f).read_bytes(), f
 
 
-LONG = ("optimizer=asgd", "dataset=small_lstsq", "topology.n_workers=4", "batch_size=8",
-        "optimizer.lr=0.001", "eval_every=5000", "progress=off", "tracking=none",
-        "engine.checkpoint_every=0.2")  # fmt: skip
-
-
-@pytest.mark.slow
-def test_sigkill_then_resume_on_the_command_line(tmp_path, small_data):
-    """A real SIGKILL after the first checkpoint (two chunks: the kill lands in the second),
-    then ``python -m pipeline.train resume=<dir>``: the records equal an uninterrupted run's."""
-    budget = "budget.gradients=130000"
-    run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "pipeline.train", *LONG, budget, f"dataset.path={small_data}",
-           f"hydra.run.dir={run}"]  # fmt: skip
+def _sigkill_after_a_checkpoint(cmd: list[str], run) -> None:
+    """Start ``cmd``; SIGKILL it once ``run`` holds a checkpoint."""
     env = {**os.environ, "CI": "1"}
     proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
@@ -152,6 +141,22 @@ def test_sigkill_then_resume_on_the_command_line(tmp_path, small_data):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+LONG = ("optimizer=asgd", "dataset=small_lstsq", "topology.n_workers=4", "batch_size=8",
+        "optimizer.lr=0.001", "eval_every=5000", "progress=off", "tracking=none",
+        "engine.checkpoint_every=0.2")  # fmt: skip
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_on_the_command_line(tmp_path, small_data):
+    """A real SIGKILL after the first checkpoint (two chunks: the kill lands in the second),
+    then ``python -m pipeline.train resume=<dir>``: the records equal an uninterrupted run's."""
+    budget = "budget.gradients=130000"
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "pipeline.train", *LONG, budget, f"dataset.path={small_data}",
+           f"hydra.run.dir={run}"]  # fmt: skip
+    _sigkill_after_a_checkpoint(cmd, run)
     assert json.loads((run / "summary.json").read_text())["status"] == "running"
     out = run_cli(f"resume={run}", timeout=900)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -228,20 +233,7 @@ def test_a_killed_real_run_resumes_with_fresh_workers_and_meets_its_budget(tmp_p
             "engine.time_scale=0.002", "engine.checkpoint_every=0.5", "budget.gradients=4000",
             "progress=off", f"dataset.path={small_data}", f"tracking.uri={mlflow_uri}"]  # fmt: skip
     cmd = [sys.executable, "-m", "pipeline.train", *args, f"hydra.run.dir={run}"]
-    env = {**os.environ, "CI": "1"}
-    proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 600  # a hang guard
-        while not (run / CHECKPOINT_FILE).exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"no checkpoint before the run ended: {proc.communicate()[1][-2000:]}")
-            time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    _sigkill_after_a_checkpoint(cmd, run)
     assert json.loads((run / "summary.json").read_text())["status"] == "running"
     state = torch.load(run / CHECKPOINT_FILE, weights_only=False)
     out = run_cli(f"resume={run}", timeout=900)
