@@ -1,6 +1,8 @@
 """A study sweep as one Hydra multirun of ``pipeline.train`` into a fixed directory, run in
-parallel by Hydra's joblib launcher (one job per core; ``ASGD_STUDY_JOBS`` overrides the count),
-and its jobs' summaries collected in job order.
+parallel by Hydra's joblib launcher (one job per core; ``ASGD_STUDY_JOBS`` overrides the count)
+or by the launcher ``$ASGD_STUDY_LAUNCHER`` names (``submitit_local``, ``slurm``: the jobs run
+where that launcher puts them, with the same records), and its jobs' summaries collected in job
+order.
 
 A sweep reuses finished jobs: what an earlier attempt left in the sweep folder is moved aside
 (``<sweep_dir>/.previous/<n>/``, merged with what an interrupted attempt left there) and named
@@ -25,6 +27,39 @@ from pipeline import PROJECT_ROOT
 from pipeline.core import jobkey
 from pipeline.core.runs import job_dirs
 from pipeline.study.profile import StudyError
+
+#: the environment variable that picks the sweeps' Hydra launcher (``hydra/launcher=<name>``)
+LAUNCHER_ENV = "ASGD_STUDY_LAUNCHER"
+#: launchers whose jobs run where ``n_jobs`` does not apply (a cluster's or submitit's own pool)
+SUBMITIT = ("submitit_local", "submitit_slurm", "slurm")
+LAUNCHERS = ("joblib", "basic", *SUBMITIT)
+
+
+def launcher() -> str:
+    """The sweeps' launcher: ``$ASGD_STUDY_LAUNCHER`` (joblib by default), checked in one line
+    before any sweep starts."""
+    name = os.environ.get(LAUNCHER_ENV, "").strip() or "joblib"
+    if name not in LAUNCHERS:
+        raise StudyError(f"{LAUNCHER_ENV}={name}: not a launcher ({', '.join(LAUNCHERS)})")
+    if name in SUBMITIT:
+        try:
+            import hydra_plugins.hydra_submitit_launcher  # noqa: F401
+        except ImportError:
+            raise StudyError(
+                f"{LAUNCHER_ENV}={name} needs Hydra's submitit plugin: "
+                "pip install hydra-submitit-launcher"
+            ) from None
+    return name
+
+
+def launcher_overrides(name: str, jobs: int) -> list[str]:
+    """The multirun's launcher arguments: joblib with ``jobs`` processes (Hydra's basic one,
+    in-process, when ``jobs`` is 1), or the named launcher with its own settings."""
+    if name == "joblib" and jobs > 1:
+        return ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"]
+    if name in ("joblib", "basic"):
+        return []
+    return [f"hydra/launcher={name}"]
 
 
 def n_jobs() -> int:
@@ -72,7 +107,7 @@ def multirun(
     the same key; return each job's summary in job order."""
     previous = jobkey.set_aside(sweep_dir)
     jobs = n_jobs() if jobs is None else jobs
-    launcher = ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"] if jobs > 1 else []
+    launch = launcher_overrides(launcher(), jobs)
     extra = ["tracking=none"] if os.environ.get("ASGD_STUDY_NO_MLFLOW") else []
     if name:
         extra.append(f"tracking.sweep_name={_quote(name)}")
@@ -83,7 +118,7 @@ def multirun(
         "-m",
         *overrides,
         *extra,
-        *launcher,
+        *launch,
         f"hydra.sweep.dir={sweep_dir}",
         f"hydra.sweep.subdir={subdir}",
         "progress=off",
