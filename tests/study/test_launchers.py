@@ -24,9 +24,16 @@ pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
 RECORDS = ("events.csv", "history.csv", "summary.json", "key.json", ".hydra/config.yaml")
 
 
-def _records(sweep) -> dict[str, dict[str, bytes]]:
-    jobs = sorted((p for p in sweep.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
-    return {j.name: {f: (j / f).read_bytes() for f in RECORDS if (j / f).exists()} for j in jobs}
+def _records(sweep) -> dict[str, dict[str, object]]:
+    """Per job: its record files' bytes; its config less ``tracking`` (where runs are logged
+    is not a record, and not in the key)."""
+    out = {}
+    for j in sorted((p for p in sweep.iterdir() if p.name.isdigit()), key=lambda p: int(p.name)):
+        files: dict[str, object] = {f: (j / f).read_bytes() for f in RECORDS if (j / f).exists()}
+        cfg = yaml.safe_load(files.pop(".hydra/config.yaml"))
+        files["config less tracking"] = {k: v for k, v in cfg.items() if k != "tracking"}
+        out[j.name] = files
+    return out
 
 
 def test_the_launcher_is_checked_in_one_line(monkeypatch):
