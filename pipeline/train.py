@@ -29,6 +29,7 @@ from omegaconf import DictConfig
 os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
 
 from pipeline import CONF_DIR, ConfigError, RunError, Terminated  # noqa: E402
+from pipeline.compose.keys import job_key
 from pipeline.compose.preflight import preflight
 from pipeline.compose.schema import register
 from pipeline.core import jobkey
@@ -73,25 +74,6 @@ def hydra_main(cfg: DictConfig) -> float | None:
         hc.runtime.output_dir,
     )
     return summary["final_suboptimality"]
-
-
-def job_key(cfg: DictConfig) -> dict:
-    """This job's key: its resolved config, the digests of the files it reads, its device."""
-    from omegaconf import OmegaConf
-
-    from pipeline.compose.datafiles import dataset_path
-    from pipeline.core.devices import resolve_device
-    from pipeline.core.files import file_digest
-    from pipeline.core.trace import trace_file
-
-    inputs: dict[str, str | None] = {}
-    data = dataset_path(cfg)
-    if data is not None:
-        inputs["dataset"] = file_digest(data)
-    if cfg.topology.get("trace_path"):
-        inputs["trace"] = file_digest(trace_file(cfg.topology.trace_path))
-    config = OmegaConf.to_container(cfg, resolve=True)
-    return jobkey.job_key(config, inputs, str(resolve_device(cfg.objective.device)))
 
 
 def key_or_reuse(cfg: DictConfig, outdir: Path, previous: Path) -> dict | None:

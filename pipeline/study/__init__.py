@@ -31,7 +31,8 @@ seed), so the report's means and intervals are not measured on the seed that cho
 is Rennala at S = n with cancel-and-restart. Each is tuned and run like a method of its own.
 
 The modules, each importing only those above it in this list: ``profile`` (params.yaml's
-profile, the results folder), ``multirun`` (a sweep as one Hydra multirun, its summaries),
+profile, the results folder), ``restore`` (a sweep whose every job is complete in an earlier
+attempt, restored without launching), ``multirun`` (a sweep as one Hydra multirun, its summaries),
 ``sweeps`` (groups of methods and a sweep's cells), ``tuning`` (selection, bracketing, the tuning
 rounds), ``stages`` (the stage functions, ``STAGES``), ``cli`` (``python -m pipeline.study``).
 """

@@ -27,6 +27,7 @@ from pipeline import PROJECT_ROOT
 from pipeline.core import jobkey
 from pipeline.core.runs import job_dirs
 from pipeline.study.profile import StudyError
+from pipeline.study.restore import restore
 
 #: the environment variable that picks the sweeps' Hydra launcher (``hydra/launcher=<name>``)
 LAUNCHER_ENV = "ASGD_STUDY_LAUNCHER"
@@ -95,6 +96,15 @@ def _quote(s: str) -> str:
     return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def extra_overrides(name: str | None) -> list[str]:
+    """What the study adds to a sweep's overrides: no MLflow (``$ASGD_STUDY_NO_MLFLOW``), the
+    sweep's name, no progress display."""
+    extra = ["tracking=none"] if os.environ.get("ASGD_STUDY_NO_MLFLOW") else []
+    if name:
+        extra.append(f"tracking.sweep_name={_quote(name)}")
+    return [*extra, "progress=off"]
+
+
 def multirun(
     overrides: list[str],
     sweep_dir: Path,
@@ -106,11 +116,12 @@ def multirun(
     joblib launcher unless ``jobs`` is 1), reusing the complete jobs of an earlier attempt with
     the same key; return each job's summary in job order."""
     previous = jobkey.set_aside(sweep_dir)
+    if restore([*overrides, *extra_overrides(name)], sweep_dir, previous, _POOL, subdir):
+        jobkey.discard(previous)  # every job was complete with its key: nothing to launch
+        return collect(sweep_dir)
     jobs = n_jobs() if jobs is None else jobs
     launch = launcher_overrides(launcher(), jobs)
-    extra = ["tracking=none"] if os.environ.get("ASGD_STUDY_NO_MLFLOW") else []
-    if name:
-        extra.append(f"tracking.sweep_name={_quote(name)}")
+    extra = extra_overrides(name)
     cmd = [
         sys.executable,
         "-m",
@@ -121,7 +132,6 @@ def multirun(
         *launch,
         f"hydra.sweep.dir={sweep_dir}",
         f"hydra.sweep.subdir={subdir}",
-        "progress=off",
     ]
     env = {**os.environ, jobkey.REUSE_ENV: str(previous)}
     env[jobkey.POOL_ENV] = os.pathsep.join(str(p) for p in _POOL)
