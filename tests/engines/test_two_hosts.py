@@ -268,6 +268,7 @@ def test_two_hosts_with_a_rank_killed_on_b_end_cleanly(two_hosts, tmp_path, smal
     # what ended it: B's torchrun stopping worker 2, passed on to the server (on one host the
     # server gets torchrun's SIGTERM itself)
     assert "terminated: torchrun on the host of worker 2 stopped its ranks" in outs[0], outs[0]
+    assert all(p.returncode != 0 for p in procs)  # each torchrun reports its failed rank
     assert [f["worker"] for f in summary["failures"]] == [1], summary["failures"]
     assert len(read_events(run / "events.csv")) == summary["gradients"] > 0
     assert "worker 0 (rank 1) ready" in (run / "workers.log").read_text()
