@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import math
 import queue
+import signal
 import time
 from collections import deque
 from heapq import heappop, heappush
@@ -16,11 +17,25 @@ from pathlib import Path
 
 import torch.distributed.rpc as rpc
 
+from pipeline import Terminated
 from pipeline.core.trace import JOB_COLUMNS
 from pipeline.engines.base import BY_EXHAUSTION, BY_FAILURE, BY_GRADIENTS, BY_TIME
 from pipeline.engines.dispatch import Dispatcher
 from pipeline.engines.rpc import protocol
 from pipeline.engines.rpc.protocol import ERROR, OK, RunFailure
+
+
+class HostStopped(Terminated):
+    """Under torchrun, a worker said that the torchrun of its host is stopping every rank there
+    (``protocol.host_stopping``): the run ends as if the server had got that signal itself,
+    as it does when that host is the server's (records kept, marked killed)."""
+
+    def __init__(self, rank: int, signum: int):
+        super().__init__(signum)
+        self.reason = (
+            f"terminated: torchrun on the host of worker {rank - 1} stopped its ranks "
+            f"({signal.Signals(signum).name} to rank {rank})"
+        )
 
 
 class JobsFile:
@@ -147,6 +162,8 @@ class ServerLoop:
             w, s, fut = self.inbox.get(timeout=timeout)
         except queue.Empty:
             return
+        if w is None:  # (None, rank, signum): a worker's host is stopping (RpcEngine.host_stop)
+            raise HostStopped(s, fut)
         if self.lost[w] or s != self.live[w]:
             return  # a cancelled or lost job's late result
         try:
@@ -293,6 +310,8 @@ class ServerLoop:
         self.t0 = time.perf_counter() - self.now  # a resumed run's clock goes on from its time
         self.cpu0 = time.process_time()
         try:
+            if self.engine.host_stop is not None:  # said before this loop could hear it
+                raise HostStopped(*self.engine.host_stop)
             core.begin()
             while True:
                 if self.ordered:

@@ -18,6 +18,10 @@ Messages, one per job each way (flat contiguous tensors), over torch.distributed
   ``wait_s`` (a cancellation interrupts the wait). The reply is ``(OK, seq, grad, compute_s)``,
   ``(CANCELLED, seq, compute_s)`` or ``(ERROR, seq, text)``.
 - server -> worker ``cancel_job(seq)``, ``stop()``; worker -> server ``ping()``.
+- worker -> server ``host_stopping(rank, signum)``, under torchrun: this worker's torchrun is
+  stopping every rank of its host (one of them died, or torchrun itself was interrupted) and
+  sent it ``signum``. On the server's host torchrun signals the server too; on another host
+  nothing else would tell it, so the server ends the run as if it had been signalled.
 
 The functions the messages name live here, so each side resolves them by this module's name; a
 worker installs what answers them with :func:`serve_jobs`.
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Protocol
 from urllib.parse import parse_qs, urlparse
@@ -217,3 +222,20 @@ def stop() -> None:
 def ping() -> bool:
     """Answered by the server: a worker under torchrun checks that its server is still there."""
     return True
+
+
+_HOST_STOPPING: Callable[[int, int], None] | None = None
+
+
+def on_host_stopping(callback: Callable[[int, int], None] | None) -> None:
+    """Install (None: remove) what answers ``host_stopping`` on the server."""
+    global _HOST_STOPPING
+    _HOST_STOPPING = callback
+
+
+def host_stopping(rank: int, signum: int) -> None:
+    """Answered by the server: torchrun on worker ``rank``'s host sent it ``signum`` (it is
+    stopping every rank there); ignored when no run is listening."""
+    callback = _HOST_STOPPING
+    if callback is not None:
+        callback(rank, signum)

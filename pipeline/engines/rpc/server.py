@@ -91,6 +91,7 @@ class RpcEngine:
         self.rpc_up = False
         self._store = None
         self._clean = False  # the loop ended normally: workers may leave together
+        self.host_stop: tuple[int, int] | None = None  # (rank, signum): see host_stopping
         self.checkpoints = Checkpoints()  # the runner's, where the run has a folder
 
     @classmethod
@@ -202,7 +203,9 @@ class RpcEngine:
                 )
             time.sleep(0.05)
         # phase 2: join the RPC group
-        if not self.torchrun:
+        if self.torchrun:
+            protocol.on_host_stopping(self.host_stopping)
+        else:
             protocol.hand_over_store(self._store)  # rank 0's rendezvous takes it
             self._store = None
         errors: list[BaseException] = []
@@ -236,10 +239,23 @@ class RpcEngine:
         self.rpc_up = True
         self.startup_s = time.perf_counter() - self.t0
 
+    def host_stopping(self, rank: int, signum: int) -> None:
+        """Under torchrun, on an RPC thread: worker ``rank``'s torchrun sent it ``signum``, as it
+        does to every rank of its host when one of them died or it was interrupted itself. When
+        that host is the server's, the server got the signal too; on another host, this is how
+        the run hears of it: the loop ends the run as on that signal."""
+        if self.host_stop is not None:
+            return
+        self.host_stop = (rank, signum)
+        loop = self.loop
+        if loop is not None:  # else the loop sees host_stop when it begins
+            loop.inbox.put((None, rank, signum))
+
     # -- shutdown --------------------------------------------------------------------------------
     def _shutdown(self) -> None:
         """Stop the workers (politely, then not), leave the group, write ``workers.log`` (under
         torchrun), reap every process started here."""
+        protocol.on_host_stopping(None)
         timeout = float(self.ec.shutdown_timeout)
         deadline = time.monotonic() + timeout
         if self.rpc_up:

@@ -237,6 +237,27 @@ def die_with_parent() -> None:
         pass
 
 
+#: seconds a worker under torchrun waits, after torchrun's SIGTERM, for the server's ``stop``
+#: (torchrun waits 30 s before its SIGKILL)
+STOP_GRACE_S = 10.0
+
+
+def relay_stop(rank: int, signum: int, relayed: list[float]) -> None:
+    """Under torchrun, the SIGTERM handler: torchrun is stopping every rank of this host (one of
+    them died, or torchrun was interrupted). On the server's host the server got it too; on
+    another host only this message tells it (``protocol.host_stopping``), and the run ends as
+    on one host. The worker then serves on until the server's ``stop`` (at most
+    :data:`STOP_GRACE_S`), so the server records no loss of its own making."""
+    if relayed:
+        return
+    relayed.append(time.monotonic())
+    try:
+        fut = rpc.rpc_async(protocol.SERVER, protocol.host_stopping, args=(rank, signum), timeout=5)
+        fut.add_done_callback(lambda f: None)
+    except Exception:  # the group is gone: nobody to tell
+        pass
+
+
 def serve(rank: int, world_size: int, url: str, start_timeout: float, parent: int | None) -> int:
     """A worker's life: fetch the config and builder, build, report ready, join the RPC group,
     serve until told to stop (or until the server is gone). ``parent``: the server's pid when
@@ -284,11 +305,16 @@ def _serve(store, output, rank, world_size, url, start_timeout, parent) -> int:
         rpc_backend_options=protocol.backend_options(url, start_timeout, 8),
     )
     code = 0
+    relayed: list[float] = []  # under torchrun: when its SIGTERM came (and went to the server)
+    if parent is None:
+        signal.signal(signal.SIGTERM, lambda signum, frame: relay_stop(rank, signum, relayed))
     try:
         misses = 0
         while not runner.stopping.wait(1.0):
             if output is not None:
                 output.flush()
+            if relayed and time.monotonic() - relayed[0] > STOP_GRACE_S:
+                break  # the server never said stop
             if parent is not None and os.getppid() != parent:
                 break  # the server process is gone
             if parent is None:  # launched by torchrun: is the server still there?
