@@ -18,7 +18,8 @@ core, and each study runs its sweeps one job at a time):
 Checked afterwards: ``dvc status`` finds nothing to do in either clone; every deterministic
 output agrees byte for byte (the hashes of every simulated stage's outputs in the two dvc.lock
 files: every record folder and file; and ``results/<profile>/`` compared as the rebuild test
-compares it, the wall-clock stage by structure). Figures: the killed study's total wall time
+compares it, the wall-clock stage by structure). ``--recheck <kept folder>`` does the comparison
+again on a kept drill (its timings unchanged). Figures: the killed study's total wall time
 over the straight one's (issue #19 asks for at most 1.1).
 """
 
@@ -44,7 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench._clone import clone_env, fresh_clone  # noqa: E402
-from bench._meta import Measurement, out_file, write  # noqa: E402
+from bench._meta import Measurement, out_file, utc_now, write  # noqa: E402
 from bench.bench_study import set_profile  # noqa: E402
 from bench.drill_rpc import alive  # noqa: E402
 from tests.study.test_rebuild import compare_results  # noqa: E402
@@ -126,6 +127,48 @@ def up_to_date(clone: Path, env: dict) -> bool:
     return out.returncode == 0 and json.loads(out.stdout or "{}") == {}
 
 
+def compare(a_dir: Path, b_dir: Path, profile: str) -> list[str]:
+    """Every difference between the two clones' deterministic outputs, one line each: the
+    simulated stages' output hashes in dvc.lock (every record file DVC sees: .dvcignore leaves
+    out run.json, train.log and Hydra's own logs), the committed files of results/<profile>/
+    (those git tracks, compared as the rebuild test compares them), and work left to do."""
+    problems = []
+    la, lb = lock_outs(a_dir), lock_outs(b_dir)
+    for stage in sorted(set(la) | set(lb)):
+        if stage not in WALL_CLOCK_STAGES and la.get(stage) != lb.get(stage):
+            problems.append(f"dvc.lock: the outputs of stage {stage} differ")
+    rel = Path("results") / profile
+    tracked = subprocess.run(["git", "ls-files", str(rel)], cwd=a_dir, capture_output=True,
+                             text=True, check=True).stdout.split()  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        for f in tracked:
+            dest = Path(tmp) / Path(f).relative_to(rel)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(a_dir / f, dest)
+        problems += compare_results(Path(tmp), b_dir / rel)
+    for clone in (a_dir, b_dir):
+        env = clone_env(clone, ASGD_DATA_DIR=str(clone / "data"))
+        if not up_to_date(clone, env):
+            problems.append(f"{clone.name}: dvc status finds work left")
+    return problems
+
+
+def recheck(kept: Path, out: str | None) -> int:
+    """The comparison of a kept drill's two clones done again (``--recheck <folder>``): its
+    record's problems replaced, the timings as measured."""
+    record = json.loads((kept / "drill_study.json").read_text())
+    profile = record["params"]["profile"]
+    problems = compare(kept / "straight", kept / "killed", profile)
+    f = record["figures"]
+    f["problems"], f["identical"] = problems, not problems
+    record["params"]["rechecked_utc"] = utc_now()
+    print(json.dumps({k: v for k, v in f.items() if k != "attempts"}), flush=True)
+    good = not problems and f["kills"] == record["params"]["kills"]
+    write(out_file(out, f"drill_study-{profile}.json") if good else kept / "drill_study.json",
+          record)  # fmt: skip
+    return 0 if good else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     p = argparse.ArgumentParser(description=__doc__,
@@ -141,7 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--out", default=None, help="a .json file, or a folder (default bench/results)")
     p.add_argument("--keep", action="store_true", help="keep the clones (their path is printed)")
+    p.add_argument("--recheck", default=None, help="a kept drill's folder: compare it again")
     a = p.parse_args(argv)
+    if a.recheck:
+        return recheck(Path(a.recheck), a.out)
     rng = np.random.default_rng(a.seed)
     moments = sorted(float(np.round(x, 1)) for x in rng.uniform(0.05, 0.95, a.kills) * a.expect)
     m = Measurement("drill_study", argv, a.profile, {"profile": a.profile, "kills": a.kills,
@@ -165,18 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     runner.join()
     a_dir, b_dir = clones["straight"][0], clones["killed"][0]
     ok_runs = one.get("rc") == 0 and other["attempts"][-1]["rc"] == 0
-    problems = []
-    if ok_runs:
-        la, lb = lock_outs(a_dir), lock_outs(b_dir)
-        for stage in sorted(set(la) | set(lb)):
-            if stage in WALL_CLOCK_STAGES:
-                continue
-            if la.get(stage) != lb.get(stage):
-                problems.append(f"dvc.lock: the outputs of stage {stage} differ")
-        rel = Path("results") / a.profile
-        problems += compare_results(a_dir / rel, b_dir / rel)
-        problems += [f"{n}: dvc status finds work left" for n, (c, e) in clones.items()
-                     if not up_to_date(c, e)]  # fmt: skip
+    problems = compare(a_dir, b_dir, a.profile) if ok_runs else []
     kills = sum(x["killed"] for x in other["attempts"])
     figures = {
         "straight_s": one.get("seconds"),

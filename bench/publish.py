@@ -720,6 +720,42 @@ def kill_table(records: Records) -> str:
     return t.render()
 
 
+STUDY_KILL = ("drill_study-quick.json",
+              "python bench/drill_study.py --profile quick --kills 3 --expect 1100")  # fmt: skip
+
+
+def study_kill_table(records: Records) -> str:
+    name, cmd = STUDY_KILL
+    rec = records.get(name)
+    if rec is None:
+        return missing_table(cmd)
+    f = rec["figures"]
+    t = Table(
+        records,
+        [
+            "profile",
+            "uninterrupted (min)",
+            "killed 3 times and resumed (min, all attempts)",
+            "ratio",
+            "kills (s into the study: stage)",
+            "outputs byte-identical",
+        ],
+    )
+    kills = [a for a in f["attempts"] if a["killed"]]
+    t.add(
+        rec["params"]["profile"],
+        f1(f["straight_s"] / 60),
+        f1(f["killed_s"] / 60),
+        f"{f['ratio']:.3f}",
+        ", ".join(f"{f1(a['at_s'])}: {a['stage']}" for a in kills),
+        f"yes ({f['stages_compared']} stages' outputs, the committed files)"
+        if f["identical"]
+        else "no",
+        t.cite(name),
+    )
+    return t.render()
+
+
 # ------------------------------------------------------------------------------ README spans
 
 
@@ -810,6 +846,7 @@ BLOCKS: dict[str, dict[str, Block]] = {
     "RELIABILITY.md": {
         "drill": Block(lambda r, g: drill_table(r)),
         "kill": Block(lambda r, g: kill_table(r)),
+        "study-kill": Block(lambda r, g: study_kill_table(r)),
     },
 }
 
