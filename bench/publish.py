@@ -756,6 +756,19 @@ def study_kill_table(records: Records) -> str:
     return t.render()
 
 
+def study_kill_ratio(records: Records) -> str:
+    name, cmd = STUDY_KILL
+    rec = records.get(name)
+    if rec is None:
+        return f"not measured yet: run `{cmd}`"
+    f = rec["figures"]
+    same = "byte-identical" if f["identical"] else "NOT byte-identical"
+    return (
+        f"A {rec['params']['profile']} study killed {f['kills']} times and resumed took "
+        f"{f['ratio']:.3f} times as long as an uninterrupted one, its outputs {same}"
+    )
+
+
 # ------------------------------------------------------------------------------ README spans
 
 
@@ -842,6 +855,7 @@ BLOCKS: dict[str, dict[str, Block]] = {
         "quick-time": Block(lambda r, g: _study_time(r, "quick"), inline=True),
         "tests-time": Block(lambda r, g: tests_time(r), inline=True),
         "study-times": Block(lambda r, g: study_times(r)),
+        "study-kill": Block(lambda r, g: study_kill_ratio(r), inline=True),
     },
     "RELIABILITY.md": {
         "drill": Block(lambda r, g: drill_table(r)),
