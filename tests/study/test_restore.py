@@ -75,6 +75,7 @@ def _data_sweep(root: Path, data: Path) -> list[dict]:
                      "budget.gradients=100", "tracking=none"], root)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_nothing_is_restored_at_the_first_doubt(tmp_path):
     """A job missing, a saved config that no longer gives its key, a data file that changed:
     the sweep launches, and its jobs decide one by one."""
