@@ -133,7 +133,9 @@ class SweepCallback(Callback):
     is named by ``tracking.sweep_name`` (default ``sweep <dir name>``) and, when the sweep ends,
     carries the comparison of its children (``sweep_comparison``). The parent carries its
     process's tags, so a sweep whose process dies is marked KILLED by the next run (``reaper``);
-    stale runs are reaped before the parent is created."""
+    stale runs are reaped before the parent is created. A store that fails when the sweep ends
+    (a tracking server that went down) is one warning line, not the sweep's failure: the jobs'
+    records are written."""
 
     def __init__(self) -> None:
         self.parent: str | None = None
@@ -191,13 +193,13 @@ class SweepCallback(Callback):
         except Exception as e:  # the store failed (a server that went down): the jobs' records
             failed = e  # are written; the sweep does not fail for its mirror
         finally:
+            try:
+                # the sweep itself finished; diverged or failed jobs are counted, not propagated
+                client.set_terminated(self.parent, status="FINISHED")
+            except Exception as e:
+                failed = failed or e
             os.environ.pop(PARENT_ENV, None)
             os.environ.pop(PARENT_URI_ENV, None)
-        try:
-            # the sweep itself finished; diverged or failed jobs are counted, not propagated
-            client.set_terminated(self.parent, status="FINISHED")
-        except Exception as e:
-            failed = failed or e
         if failed is not None:
             log.warning("MLflow: the sweep's run %s is incomplete on %s (%s)", self.parent,
                         self.uri, one_line(failed))  # fmt: skip

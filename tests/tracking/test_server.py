@@ -523,3 +523,24 @@ def test_a_store_that_fails_when_the_run_starts_fails_it(monkeypatch, mlflow_uri
     assert str(e.value) == (
         f"MLflow: the store {mlflow_uri} cannot be used: MlflowException: Connection refused"
     )
+
+
+def test_a_sweep_whose_server_is_down_at_its_end_does_not_fail(monkeypatch, caplog):
+    """The sweep's end on a server that went down: one warning line, no exception (the jobs'
+    records are written), the parent's variables gone from the environment."""
+    from omegaconf import OmegaConf
+
+    from pipeline.tracking import PARENT_ENV, PARENT_URI_ENV, SweepCallback
+
+    down = f"http://127.0.0.1:{free_port()}"
+    callback = SweepCallback()
+    callback.parent, callback.uri = "0123456789abcdef", down
+    monkeypatch.setenv(PARENT_ENV, callback.parent)
+    monkeypatch.setenv(PARENT_URI_ENV, down)
+    callback.on_multirun_end(OmegaConf.create({"tracking": {"artifacts": True}}))
+    assert PARENT_ENV not in os.environ and PARENT_URI_ENV not in os.environ
+    said = [r.getMessage() for r in caplog.records if r.name == "pipeline.tracking.sweep"]
+    assert said == [
+        f"MLflow: the sweep's run 0123456789abcdef is incomplete on {down} (MlflowException: "
+        "Connection refused)"
+    ]
