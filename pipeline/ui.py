@@ -8,7 +8,12 @@ The store is resolved as training resolves it (``pipeline.tracking.STORE_LOCATIO
 ``--help`` prints; the project's ``mlflow.db`` by absolute path, wherever this is typed).
 ``mlflow ui`` is then started on 127.0.0.1 (loopback only), and the address of the experiment's
 runs (MLflow 3's "Model training" view) is printed. A sqlite store that does not exist yet is
-refused (no empty store is created); a remote tracking server is not started, only named.
+refused (no empty store is created).
+
+A tracking server (``tracking.uri=http://host:port``) serves the UI itself: nothing is started
+(``--port`` does not apply); the server is asked for the experiment and the address of its runs
+on that server is printed, exit code 0. A server that does not answer is one line on stderr,
+exit code 1. ``--print-only`` contacts nothing.
 
 Before the server starts, RUNNING runs of the store whose process on this machine is gone are
 marked KILLED with their records attached (:func:`pipeline.tracking.reap_stale_runs`), so the
@@ -21,8 +26,11 @@ import argparse
 import os
 import sys
 
-from pipeline import EXPERIMENT
+from pipeline import EXPERIMENT, ConfigError
+from pipeline.compose.store import check_store
 from pipeline.tracking import STORE_LOCATION, UI_QUERY, resolve_uri, sqlite_path
+from pipeline.tracking.run import one_line
+from pipeline.tracking.store import is_server
 
 HOST = "127.0.0.1"
 
@@ -70,18 +78,39 @@ def command(uri: str, port: int) -> list[str]:
     return cmd
 
 
+def runs_url(base: str, experiment_id: str | None) -> str:
+    """The UI's address of an experiment's runs (None: of the experiment list) at ``base``."""
+    base = base.rstrip("/") + "/"
+    if experiment_id is None:
+        return f"{base}#/experiments?{UI_QUERY}"
+    return f"{base}#/experiments/{experiment_id}/runs?{UI_QUERY}"
+
+
 def experiment_url(uri: str, port: int, experiment: str) -> str:
     """The address of the experiment's runs, or of the experiment list when it is absent."""
-    base = f"http://{HOST}:{port}/"
     try:
         from pipeline.tracking import client_for
 
         exp = client_for(uri).get_experiment_by_name(experiment)
     except Exception:
         exp = None
-    if exp is None:
-        return f"{base}#/experiments?{UI_QUERY}"
-    return f"{base}#/experiments/{exp.experiment_id}/runs?{UI_QUERY}"
+    return runs_url(f"http://{HOST}:{port}/", exp.experiment_id if exp is not None else None)
+
+
+def server_url(uri: str, experiment: str) -> str:
+    """The address of the experiment's runs on the tracking server ``uri``, which is asked for
+    it; UIError, in one line, when it does not answer (as MLflow)."""
+    from pipeline.tracking import client_for
+
+    try:
+        check_store(uri)  # a TCP connect, bounded: one line when nothing listens
+    except ConfigError as e:
+        raise UIError(str(e)) from e
+    try:
+        exp = client_for(uri).get_experiment_by_name(experiment)
+    except Exception as e:
+        raise UIError(f"the tracking server {uri} does not answer as MLflow: {one_line(e)}") from e
+    return runs_url(uri, exp.experiment_id if exp is not None else None)
 
 
 def reap(uri: str) -> list[str]:
@@ -105,7 +134,7 @@ def reap(uri: str) -> list[str]:
 def prepare(a: argparse.Namespace) -> tuple[str, list[str] | None]:
     """The resolved store and the command that serves it (None: a server already does)."""
     uri = resolve_uri(a.uri)
-    if uri.startswith(("http://", "https://")):
+    if is_server(uri):
         return uri, None
     db = sqlite_path(uri)
     if db is not None and not db.exists() and not a.print_only:
@@ -126,7 +155,17 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     print(f"store: {uri}")
     if cmd is None:
-        print(f"runs go to the tracking server {uri}: open it in a browser")
+        print("the tracking server serves the UI itself: nothing to start")
+        if a.print_only:
+            print(f"open: {runs_url(uri, None)}")
+            return
+        try:
+            url = server_url(uri, a.experiment)
+        except UIError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(1)
+        reap(uri)
+        print(f"open: {url}")
         return
     print(f"command: {' '.join(cmd)}")
     if a.print_only:

@@ -24,13 +24,14 @@ the run's log file, not the terminal (``logs.py``).
 The modules, each importing only those above it in this list:
 
 - ``logs``: MLflow's log lines into the run's log file, its warnings also on the terminal;
-- ``store``: where the store is, clients that retry while sqlite is locked, store creation
-  under a file lock, the experiment;
+- ``store``: where the store is, clients that retry while sqlite is locked (and whose HTTP
+  retries are bounded for a tracking server), store creation under a file lock, the experiment;
 - ``mapping``: a run's values in MLflow's terms (params, metric names, a summary's split);
 - ``datasets``: the run's data as dataset inputs;
 - ``reaper``: RUNNING runs whose process is gone marked KILLED (``reap_stale_runs``), the
   process tags that make it possible;
-- ``run``: the tracker of a training run (``open_run``) and ``log_record_run``;
+- ``run``: the tracker of a training run (``open_run``; a store that fails mid-run never stops
+  the run) and ``log_record_run``;
 - ``selection``: a study stage's selected stepsizes as a run;
 - ``sweep``: the Hydra callback of a multirun (``conf/config.yaml``) and its comparison.
 """

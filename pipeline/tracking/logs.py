@@ -6,6 +6,11 @@ one handler of its own, on stderr, and stops them from propagating, so Hydra's j
 (``<run dir>/train.log``) never sees their lines while the terminal gets every INFO line.
 ``quiet_library_logs`` keeps that handler for warnings and errors only and adds one that hands
 each record to the root logger's log files (Hydra's job log, where a run has one).
+
+Two loggers go to the log files only, warnings included (``FILE_ONLY_LOGGERS``): urllib3's line
+for each retried request (a tracking server that is down: several per call) and MLflow's
+system-metrics monitor (which stops with a warning when the store fails). The tracker says a
+failing store once, in one line of its own (:mod:`pipeline.tracking.run`).
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import logging
 LIBRARY_LOGGERS = ("mlflow", "alembic")
 #: the least severe of their lines still shown on the terminal
 CONSOLE_LEVEL = logging.WARNING
+#: loggers whose lines go to the run's log file and never to the terminal
+FILE_ONLY_LOGGERS = ("urllib3.connectionpool", "mlflow.system_metrics")
 
 
 class ToLogFiles(logging.Handler):
@@ -41,5 +48,10 @@ def quiet_library_logs() -> None:
             )
             if console and handler.level < CONSOLE_LEVEL:
                 handler.setLevel(CONSOLE_LEVEL)
+        if not any(isinstance(h, ToLogFiles) for h in logger.handlers):
+            logger.addHandler(ToLogFiles())
+    for name in FILE_ONLY_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.propagate = False
         if not any(isinstance(h, ToLogFiles) for h in logger.handlers):
             logger.addHandler(ToLogFiles())

@@ -4,11 +4,16 @@
 Store creation (schema migrations and the experiment) is serialised by a file lock beside a
 sqlite store, so any number of processes may start at once on a fresh store; every write is
 retried with bounded backoff while sqlite reports 'database is locked'.
+
+A tracking server (``http://``, ``https://``) is reached with MLflow's HTTP retries bounded
+(``HTTP_LIMITS``, unless the environment sets them): a server that is down costs seconds per
+call, not MLflow's default of minutes.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 from collections.abc import Callable
@@ -23,6 +28,28 @@ log = logging.getLogger(__name__)
 # its GenAI view unless the address asks for the "Model training" one: UI_QUERY)
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 UI_QUERY = "workflowType=machine_learning"
+
+#: MLflow's HTTP settings for a tracking server where the environment does not set them: 3
+#: attempts (the second at once, the third 2-3 s later), each given 30 s to connect and to
+#: answer. MLflow's defaults (8 attempts, backoff doubling from 4 s up to 120 s, 120 s each)
+#: make a server that is down cost minutes per call.
+HTTP_LIMITS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+
+
+def is_server(uri: str) -> bool:
+    """Whether the store is a tracking server (reached over HTTP)."""
+    return uri.startswith(("http://", "https://"))
+
+
+def bound_http_retries() -> None:
+    """``HTTP_LIMITS`` into the environment, where it does not set them (MLflow reads them at
+    each request; processes started from here inherit them)."""
+    for key, value in HTTP_LIMITS.items():
+        os.environ.setdefault(key, value)
 
 
 def _artifact_root(uri: str) -> str | None:
@@ -91,11 +118,14 @@ class RetryingClient:
 
 def client_for(uri: str | None = None) -> RetryingClient:
     """An MlflowClient on the resolved store; the store is created (migrations) under a file
-    lock, so concurrent first starts are safe."""
+    lock, so concurrent first starts are safe. A tracking server's retries are bounded
+    (:func:`bound_http_retries`)."""
     from mlflow.tracking import MlflowClient
 
     quiet_library_logs()  # before the store's creation logs its first line
     uri = resolve_uri(uri)
+    if is_server(uri):
+        bound_http_retries()
     with store_lock(uri):
         return RetryingClient(MlflowClient(tracking_uri=uri))
 

@@ -18,7 +18,7 @@ from hydra.experimental.callback import Callback
 from pipeline.core.runs import rank_key
 from pipeline.tracking.mapping import CURVES, PROGRESS, RESULTS
 from pipeline.tracking.reaper import process_tags, reap_quietly
-from pipeline.tracking.run import PARENT_ENV, PARENT_URI_ENV
+from pipeline.tracking.run import PARENT_ENV, PARENT_URI_ENV, one_line
 from pipeline.tracking.store import client_for, ensure_experiment, resolve_uri
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,9 @@ class SweepCallback(Callback):
     is named by ``tracking.sweep_name`` (default ``sweep <dir name>``) and, when the sweep ends,
     carries the comparison of its children (``sweep_comparison``). The parent carries its
     process's tags, so a sweep whose process dies is marked KILLED by the next run (``reaper``);
-    stale runs are reaped before the parent is created."""
+    stale runs are reaped before the parent is created. A store that fails when the sweep ends
+    (a tracking server that went down) is one warning line, not the sweep's failure: the jobs'
+    records are written."""
 
     def __init__(self) -> None:
         self.parent: str | None = None
@@ -160,6 +162,7 @@ class SweepCallback(Callback):
         from mlflow.entities import Metric
 
         client = client_for(self.uri)
+        failed: Exception | None = None
         try:
             children = client.search_runs(
                 [client.get_run(self.parent).info.experiment_id],
@@ -187,8 +190,16 @@ class SweepCallback(Callback):
                             client.log_artifact(self.parent, str(f))
                 except Exception as e:  # the figure is a convenience: never fail the sweep
                     log.warning("sweep comparison not logged: %s: %s", type(e).__name__, e)
+        except Exception as e:  # the store failed (a server that went down): the jobs' records
+            failed = e  # are written; the sweep does not fail for its mirror
         finally:
-            # the sweep itself finished; diverged or failed jobs are counted, not propagated
-            client.set_terminated(self.parent, status="FINISHED")
+            try:
+                # the sweep itself finished; diverged or failed jobs are counted, not propagated
+                client.set_terminated(self.parent, status="FINISHED")
+            except Exception as e:
+                failed = failed or e
             os.environ.pop(PARENT_ENV, None)
             os.environ.pop(PARENT_URI_ENV, None)
+        if failed is not None:
+            log.warning("MLflow: the sweep's run %s is incomplete on %s (%s)", self.parent,
+                        self.uri, one_line(failed))  # fmt: skip
