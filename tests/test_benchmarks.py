@@ -273,6 +273,7 @@ def test_readme_spans_from_synthetic_records(synthetic, tmp_path):
         "(<!-- bench:full-time --><!-- /bench:full-time -->), tests "
         "(<!-- bench:tests-time -->x<!-- /bench:tests-time -->).\n"
         "<!-- bench:study-times -->\nold\n<!-- /bench:study-times -->\nAfter.\n"
+        "Killed: <!-- bench:study-kill -->old<!-- /bench:study-kill -->.\n"
     )
     records = publish.Records(synthetic)
     gpu = publish.Records(tmp_path / "none")
@@ -292,6 +293,8 @@ def test_readme_spans_from_synthetic_records(synthetic, tmp_path):
         "cores, 24 GiB, no GPU), load average 0.10 at the start, 1.50 at the end (max 1.75)): "
         "**7.0 minutes** (420 s): data 0.5, nonconvex 6.5 (minutes).\n\n"
         "<!-- /bench:study-times -->\nAfter.\n"
+        "Killed: <!-- bench:study-kill -->not measured yet: run `python bench/drill_study.py "
+        "--profile quick --kills 3 --expect 1100`<!-- /bench:study-kill -->.\n"
     )
     # a generated file keeps its spans: generating again changes nothing
     assert publish.fill(out, publish.BLOCKS["README.md"], records, gpu, "README.md") == out
