@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -115,10 +116,11 @@ def test_a_sweep_on_submitit_lands_in_mlflow_with_the_joblib_records(tmp_path, s
         assert "records/events.csv" in arts, arts
 
 
-@pytest.mark.slow
-def test_a_study_stage_on_submitit_writes_the_joblib_records(tmp_path, monkeypatch):
-    """The paper stage of a small profile, once with the default launcher and once with
-    ``ASGD_STUDY_LAUNCHER=submitit_local``: byte-identical job records and summaries."""
+def paper_stage_both_ways(tmp_path, monkeypatch, launcher: str, **env: str) -> Path:
+    """The paper stage of a small profile, once with the default launcher (into
+    ``tmp_path/joblib``) and once with ``ASGD_STUDY_LAUNCHER=<launcher>`` (``tmp_path/<launcher>``,
+    with ``env`` set): the same summaries and byte-identical job records, no submitit folder in
+    the joblib one; returns the launcher's stage folder."""
     from models import datasets
     from pipeline.study import stages
 
@@ -131,10 +133,20 @@ def test_a_study_stage_on_submitit_writes_the_joblib_records(tmp_path, monkeypat
                "paper": {"experiment": "paper_quadratic", "gradients": 400,
                          "methods": ["minibatch", "asgd"]}}  # fmt: skip
     joblib = stages.paper(profile, tmp_path / "joblib")
-    monkeypatch.setenv(LAUNCHER_ENV, "submitit_local")
-    sub = stages.paper(profile, tmp_path / "submitit")
-    assert len(sub) == len(joblib) == 4
-    assert [s["final_suboptimality"] for s in sub] == [s["final_suboptimality"] for s in joblib]
-    assert _records(tmp_path / "submitit" / "paper") == _records(tmp_path / "joblib" / "paper")
-    assert len(list((tmp_path / "submitit" / "paper" / ".submitit").glob("*/*_log.out"))) == 4
+    monkeypatch.setenv(LAUNCHER_ENV, launcher)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    other = stages.paper(profile, tmp_path / launcher)
+    assert len(other) == len(joblib) == 4
+    assert [s["final_suboptimality"] for s in other] == [s["final_suboptimality"] for s in joblib]
+    assert _records(tmp_path / launcher / "paper") == _records(tmp_path / "joblib" / "paper")
     assert not (tmp_path / "joblib" / "paper" / ".submitit").exists()
+    return tmp_path / launcher / "paper"
+
+
+@pytest.mark.slow
+def test_a_study_stage_on_submitit_writes_the_joblib_records(tmp_path, monkeypatch):
+    """The paper stage with ``ASGD_STUDY_LAUNCHER=submitit_local``: the joblib stage's records,
+    each job a submitted process (its submitit log)."""
+    stage = paper_stage_both_ways(tmp_path, monkeypatch, "submitit_local")
+    assert len(list((stage / ".submitit").glob("*/*_log.out"))) == 4

@@ -18,10 +18,9 @@ import sys
 import pytest
 
 from pipeline import PROJECT_ROOT
-from pipeline.study.multirun import LAUNCHER_ENV
 from tests.conftest import run_cli
 from tests.slurm.cluster import PARTITION, Cluster, ClusterError, install, missing_programs
-from tests.study.test_launchers import _records
+from tests.study.test_launchers import _records, paper_stage_both_ways
 
 pytestmark = pytest.mark.slow
 
@@ -143,26 +142,8 @@ def test_a_sweep_on_slurm_is_one_array_job_with_the_joblib_records(tmp_path, sma
 
 
 def test_a_study_stage_on_slurm_writes_the_joblib_records(tmp_path, monkeypatch, slurm):
-    """The paper stage of a small profile, once with the default launcher and once with
-    ``ASGD_STUDY_LAUNCHER=slurm``: byte-identical job records and summaries, every job of the
-    SLURM sweep a COMPLETED task of one array job."""
-    from models import datasets
-    from pipeline.study import stages
-
-    data = tmp_path / "data"
-    datasets.build("lstsq_paper", data / "lstsq_paper.npz", seed=0)
-    monkeypatch.setenv("ASGD_DATA_DIR", str(data))
-    monkeypatch.setenv("ASGD_STUDY_NO_MLFLOW", "1")
-    monkeypatch.setenv("ASGD_STUDY_JOBS", "2")
-    profile = {"name": "launchers", "target": 0.5, "seeds": [1, 2],
-               "paper": {"experiment": "paper_quadratic", "gradients": 400,
-                         "methods": ["minibatch", "asgd"]}}  # fmt: skip
-    joblib = stages.paper(profile, tmp_path / "joblib")
-    monkeypatch.setenv(LAUNCHER_ENV, "slurm")  # the config as it is: 2 CPUs, 8 GB per job
-    monkeypatch.setenv("PYTHONPATH", _pythonpath())
-    sub = stages.paper(profile, tmp_path / "slurm")
-    assert len(sub) == len(joblib) == 4
-    assert [s["final_suboptimality"] for s in sub] == [s["final_suboptimality"] for s in joblib]
-    assert _records(tmp_path / "slurm" / "paper") == _records(tmp_path / "joblib" / "paper")
-    _assert_ran_on(slurm, tmp_path / "slurm" / "paper", 4)
-    assert not (tmp_path / "joblib" / "paper" / ".submitit").exists()
+    """The paper stage with ``ASGD_STUDY_LAUNCHER=slurm`` and the config as it is (2 CPUs, 8 GB
+    per job): the joblib stage's records byte for byte, every job of the SLURM sweep a
+    COMPLETED task of one array job."""
+    stage = paper_stage_both_ways(tmp_path, monkeypatch, "slurm", PYTHONPATH=_pythonpath())
+    _assert_ran_on(slurm, stage, 4)
