@@ -28,6 +28,8 @@ LAYERS = {  # module prefix -> layer; a module may import only its own layer or 
     "models": 0,
     "pipeline": 0,
     "pipeline.core": 1,
+    "pipeline.api": 1,  # the public API: re-exports the core's protocol and the objectives'
+    "pipeline.literature": 1,  # methods written only against pipeline.api
     "pipeline.engines": 2,
     "pipeline.compose": 3,
     "pipeline.tracking": 4,

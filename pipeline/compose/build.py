@@ -17,12 +17,13 @@ from pipeline.compose import resources
 from pipeline.compose.constants import exact_constants
 from pipeline.compose.datafiles import data_key, dataset_path, existing_data
 from pipeline.compose.inputs import check_builder_params, inspect_npz, load_data
+from pipeline.compose.plugins import build_plugin, is_plugin
 from pipeline.compose.validate import resolve_lr, validate
 from pipeline.core.devices import resolve_device
 from pipeline.core.evaluation import Evaluator
 from pipeline.core.methods import ServerRule, build_rule
 from pipeline.core.splits import class_counts, split_rows
-from pipeline.core.streams import SAMPLES, stream
+from pipeline.core.streams import RULE, SAMPLES, stream
 from pipeline.core.theory import optimal_batch
 from pipeline.core.topology import JobTimes, mean_times
 
@@ -222,10 +223,14 @@ def build_experiment(cfg: Any) -> Experiment:
     path = dataset_path(cfg)
     objective = build_objective(cfg, path)
     f_star, constants = exact_constants(objective, path, cfg.batch_size)
-    try:
-        rule = build_rule(cfg.optimizer.name, n, lr, rule_options(cfg, constants), cfg.seed)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    if is_plugin(cfg.optimizer):
+        taus = None if cfg.topology.name in ("native", "trace") else times.taus
+        rule = build_plugin(cfg.optimizer, n, lr, stream(cfg.seed, RULE), taus)
+    else:
+        try:
+            rule = build_rule(cfg.optimizer.name, n, lr, rule_options(cfg, constants), cfg.seed)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     check_first_update(cfg, 1.0 / rule.updates_per_gradient)
     check_first_arrival(cfg, times.taus)
     rows = worker_rows(cfg, objective, n)
@@ -279,7 +284,7 @@ def check_job(cfg: Any, cache: dict | None = None) -> None:
     name = cfg.optimizer.name
     if name == "minibatch":
         check_first_update(cfg, n)
-    elif name == "rennala" and cfg.optimizer.batch is not None:
+    elif name == "rennala" and not is_plugin(cfg.optimizer) and cfg.optimizer.batch is not None:
         check_first_update(cfg, cfg.optimizer.batch)
 
 

@@ -52,9 +52,11 @@ KEY_HELP: dict[str, str] = {
     "optimizer.lr": "stepsize (default: the preset's lr_table entry times lr_scale)",
     "optimizer.threshold": "asgd_drop, asgd_random: drop delays above it; ringmaster: R",
     "optimizer.stepsize": "asgd_random: constant | adaptive | drop",
-    "optimizer.cancel": "rennala, ringmaster: cancel stale running jobs (true/false)",
+    "optimizer.cancel": "rennala, ringmaster, malenia: cancel stale running jobs (true/false)",
     "optimizer.sigma2": "rennala, ringmaster: sigma^2 for S, R = ceil(sigma^2/target)",
-    "optimizer.batch": "rennala: S, averaged per step (default ceil(sigma^2/target), or n)",
+    "optimizer.batch": "rennala: S, averaged per step (default ceil(sigma^2/target), or n); "
+    "malenia: S, a step once the harmonic mean of the counts reaches S/n (default n)",
+    "optimizer.radius": "picky: apply a delayed gradient only if ||x_k - x_{k-d}|| <= radius",
     "engine.checkpoint_every": "seconds between checkpoints for resume=<run dir> (null: none)",
     "engine.time_scale": "rpc: wall seconds per unit of worker time",
     "engine.ordered": "rpc: apply arrivals in the simulated clock's order",
@@ -135,6 +137,19 @@ def _walk(schema: type, prefix: str) -> list[tuple[str, object]]:
     return out
 
 
+def plugin_options(group: str = "optimizer") -> dict[str, dict[str, object]]:
+    """The options of conf/<group>/ given by ``_target_`` (rules written against pipeline.api,
+    checked against their class's signature): option -> {key: default} from the YAML."""
+    from omegaconf import OmegaConf
+
+    out = {}
+    for path in sorted((CONF_DIR / group).glob("*.yaml")):
+        node = OmegaConf.to_container(OmegaConf.load(path))
+        if "_target_" in node:
+            out[path.stem] = {k: v for k, v in node.items() if k not in ("_target_", "name")}
+    return out
+
+
 def keys() -> dict[str, dict[str, object]]:
     """Every settable key -> {option (or "" for a group without options): default}."""
     out: dict[str, dict[str, object]] = {}
@@ -142,6 +157,9 @@ def keys() -> dict[str, dict[str, object]]:
         for option, schema in opts.items():
             for key, default in _walk(schema, f"{group}."):
                 out.setdefault(key, {})[option] = default
+    for option, own in plugin_options().items():
+        for key, default in own.items():
+            out.setdefault(f"optimizer.{key}", {})[option] = default
     for key, default in _walk(Config, ""):
         if key.split(".")[0] not in SCHEMAS:
             out.setdefault(key, {})[""] = default
@@ -176,7 +194,7 @@ def group_table() -> str:
         parts = []
         for k in own:
             having = [o for o in all_keys[k] if o]
-            which = "" if not having or set(having) == set(SCHEMAS.get(group, {})) else having
+            which = "" if not having or set(having) >= set(SCHEMAS.get(group, {})) else having
             parts.append(f"`{k}`" + (f" ({', '.join(which)})" if which else ""))
         rows.append(f"| `{group}` | {_code(opts)} | {', '.join(parts) or 'presets'} |")
     top = [k for k in all_keys if "." not in k or k.split(".")[0] == "budget"]
@@ -263,7 +281,7 @@ def reference() -> str:
         for k in own:
             by = all_keys[k]
             which = [o for o in by if o]
-            which_text = "all" if not which or set(which) == set(SCHEMAS.get(group, {})) else (
+            which_text = "all" if not which or set(which) >= set(SCHEMAS.get(group, {})) else (
                 ", ".join(which))  # fmt: skip
             row = [f"`{k}`", which_text, _defaults(by), _valid(k), _cell(KEY_HELP[k])]
             out.append("| " + " | ".join(row) + " |")

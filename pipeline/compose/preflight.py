@@ -111,6 +111,9 @@ def _refuse_additions(overrides: list[str], config_name: str) -> None:
                 base = None
             if base is not None and OmegaConf.select(base, key, default=_ABSENT) is not _ABSENT:
                 raise ConfigError(f"{key} exists: set it with {key}=..., without '+'")
+            if base is not None and key.startswith("optimizer.") and key.count(".") == 1:
+                if "_target_" in base.optimizer:  # a rule's key: checked against its signature
+                    continue
             raise ConfigError(unknown_key_message(key, base) + " (keys cannot be added with '+')")
 
 

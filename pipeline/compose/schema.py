@@ -270,7 +270,9 @@ class Config:
     objective: ObjectiveConfig = MISSING
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     topology: TopologyConfig = MISSING
-    optimizer: OptimizerConfig = MISSING
+    # a built-in's schema (conf/optimizer/<name>.yaml), or a rule given by ``_target_``
+    # (pipeline/compose/plugins.py: its keys are checked against the class's signature)
+    optimizer: Any = MISSING
     engine: EngineConfig = MISSING
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)

@@ -11,7 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import ConfigError
+from pipeline import CONF_DIR, ConfigError
 from pipeline.compose.schema import GROUPS, SCHEMAS, TOPOLOGY_ENGINES, Config
 
 
@@ -44,6 +44,10 @@ def all_keys(cfg: Any, prefix: str = "") -> list[str]:
 def unknown_key_message(key: str, cfg: Any) -> str:
     """'unknown key X; did you mean Y?', naming the group option's own keys where it helps."""
     head, _, leaf = key.rpartition(".")
+    if head == "optimizer" and cfg is not None and "_target_" in cfg.get("optimizer", {}):
+        from pipeline.compose.plugins import missing_key_message
+
+        return missing_key_message(key, cfg.optimizer)
     if head in SCHEMAS and cfg is not None and head in cfg:
         option = cfg[head].get("name")
         own = sorted(_schema_fields(SCHEMAS[head][option])) if option in SCHEMAS[head] else []
@@ -116,16 +120,22 @@ def _one_of(value: Any, choices: tuple | list, key: str) -> None:
 def validate(cfg: Any) -> None:
     """Checks that need no data; raise ConfigError with a one-line message."""
     from models.objectives import OBJECTIVES
+    from pipeline.compose.plugins import check_plugin, is_plugin
     from pipeline.core.methods import METHODS
     from pipeline.core.splits import SPLITS
     from pipeline.core.topology import MODELS, NOISES
     from pipeline.engines import ENGINES
 
     opt, top, bud, eng = cfg.optimizer, cfg.topology, cfg.budget, cfg.engine
+    plugin = is_plugin(opt)
+    if plugin:
+        check_plugin(opt)  # its keys against its class's signature
     for group, names in (
         ("optimizer", METHODS), ("topology", MODELS), ("engine", ENGINES),
         ("objective", OBJECTIVES),
     ):  # fmt: skip
+        if group == "optimizer" and plugin:
+            continue
         name = cfg[group].name
         _need(
             name in names and name in SCHEMAS[group],
@@ -175,7 +185,7 @@ def validate(cfg: Any) -> None:
             all(isinstance(h, int) and h >= 1 for h in hidden),
             f"objective.hidden must be a list of positive layer widths, got {hidden}",
         )
-    if opt.name == "asgd_random":
+    if opt.name == "asgd_random" and not plugin:
         _one_of(opt.stepsize, ("constant", "adaptive", "drop"), "optimizer.stepsize")
     if eng.name == "rpc":
         _one_of(eng.device.split(":")[0], ("cpu", "cuda", "auto"), "engine.device")
@@ -186,10 +196,12 @@ def validate(cfg: Any) -> None:
         "set a budget: budget.gradients or budget.time",
     )
     _one_of(cfg.progress, ("auto", "on", "off"), "progress")
-    unknown = sorted(set(cfg.lr_table or {}) - set(METHODS))
+    known = set(METHODS) | ({opt.name} if plugin else set())
+    unknown = sorted(set(cfg.lr_table or {}) - known - plugin_names())
     _need(
         not unknown,
-        f"lr_table has unknown methods {unknown}; methods are {', '.join(METHODS)}",
+        f"lr_table has unknown methods {unknown}; methods are {', '.join(sorted(known))} "
+        "(and the rules of conf/optimizer/ given by _target_)",
     )
     for method, value in (cfg.lr_table or {}).items():
         _need(
@@ -200,9 +212,20 @@ def validate(cfg: Any) -> None:
     _need(math.isfinite(lr) and lr > 0, f"the stepsize must be positive and finite, got {lr}")
 
 
+def plugin_names() -> set[str]:
+    """The names of the rules that the project's conf/optimizer/ gives by ``_target_`` (the
+    literature methods): an experiment's lr_table may hold them whichever method runs."""
+    names = set()
+    for path in (CONF_DIR / "optimizer").glob("*.yaml"):
+        head = OmegaConf.load(path)
+        if "_target_" in head and isinstance(head.get("name"), str):
+            names.add(head.name)
+    return names
+
+
 def resolve_lr(cfg: Any) -> float:
     """optimizer.lr when set, else the experiment's tuned value for this method."""
-    if cfg.optimizer.lr is not None:
+    if cfg.optimizer.get("lr") is not None:
         return float(cfg.optimizer.lr)
     table = cfg.lr_table or {}
     if cfg.optimizer.name in table:

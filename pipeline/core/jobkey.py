@@ -58,6 +58,8 @@ CODE_PATHS = (
     "pipeline/engines/sim.py",
     "pipeline/engines/replay.py",
     "pipeline/compose",
+    "pipeline/api.py",
+    "pipeline/literature",
     "pipeline/runner.py",
     "pipeline/train.py",
     "pipeline/study",

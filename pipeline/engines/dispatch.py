@@ -7,7 +7,10 @@ of :mod:`pipeline.core.methods.base`: cancellations, then assignments (a job for
 waits in that worker's FIFO queue). Starting and cancelling a job on a worker are the engine's
 (``start_job``, ``cancel_job``): a heap entry on a simulated clock, or a message to a process.
 
-Every arrival becomes an event row ``(worker, version, delay, weight, step, time)``.
+Every arrival becomes an event row ``(worker, version, delay, weight, step, time)``. For a rule
+that ``scales_steps``, a step's per-worker factors rewrite the weights of the rows of that step
+(:meth:`Dispatcher._rescale`), so the rows say what was applied; an engine must not take those
+rows away before the step (:attr:`Dispatcher.open_rows` says how many are open).
 """
 
 from __future__ import annotations
@@ -49,6 +52,9 @@ class Dispatcher:
         self.rows: list[tuple] = []  # (worker, version, delay, weight, step, time)
         self.gradients = 0
         self.cancelled = 0
+        self.scales = rule.scales_steps
+        self.open_rows = 0  # scales_steps: rows since the last step (their weights may change)
+        self.scale: tuple[float, ...] = ()  # the factors of the step being carried out
 
     # -- jobs ------------------------------------------------------------------------------------
     def begin(self) -> None:
@@ -91,7 +97,17 @@ class Dispatcher:
         busy[w] = False
         d = self._on_gradient(w, v)
         self.gradients += 1
-        delay, weight, step, assigned, cancel = d
+        delay, weight, step, assigned, cancel, scale = d
+        applied = weight  # scales_steps: the rows record it times the step's factor
+        if self.scales:
+            if step:
+                self.scale = scale
+                if scale:
+                    applied = weight * scale[w] if weight else weight
+                    self._rescale(scale)
+                self.open_rows = 0
+            else:
+                self.open_rows += 1
         if self.apply is not None:
             self.apply(w, v, weight, step)
         server = self.server
@@ -99,7 +115,7 @@ class Dispatcher:
             server.release(v)
             if step and server.version != self.rule.version:
                 self._out_of_step()
-        self.rows.append((w, v, delay, weight, step, t))
+        self.rows.append((w, v, delay, applied, step, t))
         if cancel:
             self._cancel(cancel)
         elif assigned is self._solo[w] and not self.queues[w]:  # w goes on at the current version
@@ -116,7 +132,12 @@ class Dispatcher:
 
     def carry_out(self, d: Decision, w: int, v: int, t: float) -> None:
         """Carry out a decision that is not an arrival (w = -1: a lost worker's)."""
-        delay, weight, step, assigned, cancel = d
+        delay, weight, step, assigned, cancel, scale = d
+        if self.scales and step:
+            self.scale = scale
+            if scale:
+                self._rescale(scale)
+            self.open_rows = 0
         if self.apply is not None:
             self.apply(w, v, weight, step)
         if step and self.server is not None and self.server.version != self.rule.version:
@@ -125,6 +146,21 @@ class Dispatcher:
             self._cancel(cancel)
         for u in assigned:
             self.assign(u)
+
+    def _rescale(self, scale: tuple[float, ...]) -> None:
+        """The open step's rows get their worker's factor (the weights as applied)."""
+        rows, k = self.rows, self.open_rows
+        if len(rows) < k:
+            raise AssertionError(f"{k} rows of the open step were taken before the step")
+        if len(scale) != self.rule.n:
+            raise ValueError(
+                f"rule {self.rule.name}: Decision.scale has {len(scale)} factors for "
+                f"{self.rule.n} workers"
+            )
+        for i in range(len(rows) - k, len(rows)):
+            r = rows[i]
+            if r[3]:
+                rows[i] = (r[0], r[1], r[2], r[3] * scale[r[0]], r[4], r[5])
 
     def _cancel(self, workers: tuple[int, ...]) -> None:
         for u in workers:

@@ -13,12 +13,21 @@ cancellations) does not depend on the iterates. So:
 
 Records are written from each chunk's arrays. Memory stays bounded: a chunk's rows, plus the
 iterates that jobs in flight or later rows still need.
+
+Two kinds of rules change the chunks (docs/extending.md, "What a rule may assume of engines"):
+a rule that ``reads_iterates`` decides from the iterates, so the two passes go in lockstep
+(chunks of one event, replayed one by one before the next decision; :class:`SimIterates` shows
+the replay's iterates to the rule); a rule that ``scales_steps`` rewrites the weights of a
+step's rows when the step comes, so a chunk ends at its last step and the open step's rows go
+on to the next chunk. Other rules run exactly as before.
 """
 
 from __future__ import annotations
 
 import math
 from heapq import heappop, heappush, heapreplace
+
+import torch
 
 from pipeline.engines.base import (
     BY_EXHAUSTION,
@@ -56,6 +65,11 @@ class SimEngine:
         per_event = max(1, x0.numel() * x0.element_size() * 3)
         self.chunk = int(min(CHUNK_EVENTS, max(256, CHUNK_BYTES // per_event)))
         self.replay = Replay(exp, control, x0, trace_iterates)
+        self.lockstep = bool(self.rule.reads_iterates)
+        if self.lockstep:
+            self.chunk = 1
+            self.replay.batched = False
+            self.rule.iterates = SimIterates(self.replay)
         self.checkpoints = Checkpoints()  # the runner's, where the run has a folder
 
     @classmethod
@@ -95,14 +109,16 @@ class SimEngine:
             cancels.append(done + len(core.rows) - 1)
 
         core = self.core = Dispatcher(rule, start_job, cancel_job)
+        scales = rule.scales_steps
+        held_seqs: list[int] = []  # scales_steps: the open step's rows wait for the step
         budget_g = control.budget_gradients if control.budget_gradients is not None else -1
         budget_t = control.budget_time if control.budget_time is not None else math.inf
         core.begin()
         arrive = core.arrive
         while True:
-            seqs: list[int] = []
+            seqs: list[int] = held_seqs
             rows = core.rows
-            room = self.chunk if budget_g < 0 else min(self.chunk, budget_g - done)
+            room = self.chunk if budget_g < 0 else min(self.chunk, budget_g - done - len(rows))
             stopped_by = None
             while room:
                 if not heap:
@@ -126,9 +142,15 @@ class SimEngine:
                 room -= 1
             if budget_g >= 0 and done + len(rows) == budget_g:
                 stopped_by = BY_GRADIENTS
-            core.rows = []
+            core.rows, held_seqs = [], []
+            in_flight = self._in_flight(core)
+            if scales and stopped_by is None and core.open_rows:
+                cut = len(rows) - core.open_rows  # the open step's rows wait for the step
+                core.rows, held_seqs = rows[cut:], seqs[cut:]
+                in_flight.update(r[1] for r in core.rows)
+                rows, seqs = rows[:cut], seqs[:cut]
             done += len(rows)
-            yield rows, seqs, self._in_flight(core), stopped_by, now
+            yield rows, seqs, in_flight, stopped_by, now
             if stopped_by is not None:
                 return
 
@@ -144,6 +166,11 @@ class SimEngine:
         if resumed is None:
             control.start(replay.x)
         else:
+            if self.lockstep:
+                raise RuntimeError(
+                    f"{self.rule.name} reads the iterates (the event engine replays it in "
+                    "lockstep): its runs are not resumable; run it again"
+                )
             if resumed.get("engine") != self.name or resumed.get("chunk") != self.chunk:
                 raise RuntimeError("the checkpoint was written by another engine or chunk size")
             skip, done = resumed["chunks"], resumed["done"]
@@ -167,7 +194,7 @@ class SimEngine:
                 if diverged_at is not None:
                     stopped_by, now = None, rows[diverged_at][5]
                     break
-                if stopped_by is None and checkpoints.due():
+                if stopped_by is None and not self.lockstep and checkpoints.due():
                     checkpoints.save(self.state(chunks, done))
             status = "finished"
         except BaseException as e:
@@ -213,3 +240,24 @@ class SimEngine:
             if q:
                 out.update(q)
         return out
+
+
+class SimIterates:
+    """The iterates a ``reads_iterates`` rule sees on the simulated clock: the replay's, which
+    in lockstep has applied every earlier row when the rule decides."""
+
+    def __init__(self, replay: Replay):
+        self.replay = replay
+
+    def current(self):
+        return self.replay.x
+
+    def at(self, version: int):
+        r = self.replay
+        return r.x if version == r.version else r.store[version]
+
+    def distance(self, version: int) -> float:
+        r = self.replay
+        if version == r.version:
+            return 0.0
+        return float(torch.linalg.vector_norm(r.x - r.store[version]))

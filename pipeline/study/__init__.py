@@ -6,6 +6,7 @@
     python -m pipeline.study paper      # paper/                      (the paper's own settings)
     python -m pipeline.study scaling    # scaling/, scaling_lr.json   (noisy quadratic, n grows)
     python -m pipeline.study nonconvex  # nonconvex/, nonconvex_lr.json (MLP and CNN)
+    python -m pipeline.study hetero     # hetero/, hetero_lr.json     (heterogeneous data)
     python -m pipeline.study real       # real/rpc, real/replay, real/model, real/real.json
                                         #   (real processes, then their replay and the model)
 

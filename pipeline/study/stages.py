@@ -1,6 +1,7 @@
 """The study's stages, one function each (``STAGES``: tune, runs, paper, real, scaling,
-nonconvex), run by ``python -m pipeline.study <stage>`` as ``dvc.yaml`` says; each writes its
-records and its selection (a JSON file, and an MLflow run) under the profile's results."""
+nonconvex, hetero), run by ``python -m pipeline.study <stage>`` as ``dvc.yaml`` says; each
+writes its records and its selection (a JSON file, and an MLflow run) under the profile's
+results."""
 
 from __future__ import annotations
 
@@ -160,7 +161,22 @@ def nonconvex(profile: dict, root: Path | None = None) -> dict:
     training-loss target (``target``), run over the seeds; the report adds the times to the
     test-accuracy and gradient-norm targets from the records."""
     root = root or results_dir(profile)
-    nc = profile["nonconvex"]
+    return _problems(profile, "nonconvex", root)
+
+
+def hetero(profile: dict, root: Path | None = None) -> dict:
+    """Heterogeneous data (each worker its own label-sorted or Dirichlet shard of real data),
+    heterogeneous worker times: the methods that average over workers (Malenia SGD, Rescaled
+    ASGD, random assignment) against plain asynchronous SGD, tuned on the time to the F - F*
+    target and run over the seeds, like the non-convex problems."""
+    root = root or results_dir(profile)
+    return _problems(profile, "hetero", root)
+
+
+def _problems(profile: dict, stage: str, root: Path) -> dict:
+    """Each problem of ``profile[stage]``: tuned, then run over the seeds, under
+    ``<root>/<stage>/<problem>/``; the selection in ``<stage>_lr.json``."""
+    nc = profile[stage]
     out: dict[str, Any] = {"profile": profile["name"], "problems": {}}
     for name, prob in nc["problems"].items():
         groups = make_groups(
@@ -176,17 +192,17 @@ def nonconvex(profile: dict, root: Path | None = None) -> dict:
             "topology.noise=exponential",
             *prob.get("overrides", []),
         ]
-        sw = Sweep("nonconvex", "topology", common, groups, root / "nonconvex" / name, tag=name)
+        sw = Sweep(stage, "topology", common, groups, root / stage / name, tag=name)
         sel = tune_sweep(sw, nc["lr_scales"], nc["lr_scale_range"], profile["tune_seed"])
-        run_sweep(sw, sel, profile["seeds"])
+        run_sweep(sw, sel, nc.get("seeds", profile["seeds"]))
         out["problems"][name] = {
             "target": prob["target"],
             "accuracy": prob["accuracy"],
             "grad_norm_sq": prob["grad_norm_sq"],
             "cells": sel,
         }
-    _write_json(root / "nonconvex_lr.json", out)
-    _log_selection("nonconvex", out, root / "nonconvex_lr.json")
+    _write_json(root / f"{stage}_lr.json", out)
+    _log_selection(stage, out, root / f"{stage}_lr.json")
     return out
 
 
@@ -198,6 +214,7 @@ OUTPUTS: dict[str, tuple[str, ...]] = {
     "paper": ("paper",),
     "scaling": ("scaling",),
     "nonconvex": ("nonconvex",),
+    "hetero": ("hetero",),
     "real": ("real",),
 }
 
@@ -208,6 +225,7 @@ STAGES: dict[str, Callable[..., Any]] = {
     "paper": paper,
     "scaling": scaling,
     "nonconvex": nonconvex,
+    "hetero": hetero,
     "real": real,
 }
 

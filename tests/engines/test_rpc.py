@@ -38,8 +38,18 @@ ALL_METHODS = [
     ("rennala", "optimizer.batch=2", "optimizer.cancel=true"),
     ("ringmaster", "optimizer.threshold=2"),
     ("ringmaster", "optimizer.threshold=2", "optimizer.cancel=true"),
+    # the methods of the literature (rules given by _target_, pipeline/literature)
+    ("malenia", "optimizer.batch=5"),  # per-worker factors at each step (scales_steps)
+    ("malenia", "optimizer.batch=5", "optimizer.cancel=true"),
+    ("rescaled_asgd",),
+    ("picky", "optimizer.radius=0.02"),  # reads the iterates (lockstep); discards some
 ]
-FAST = {("asgd",), ("ringmaster", "optimizer.threshold=2", "optimizer.cancel=true")}
+FAST = {
+    ("asgd",),
+    ("ringmaster", "optimizer.threshold=2", "optimizer.cancel=true"),
+    ("malenia", "optimizer.batch=5"),
+    ("picky", "optimizer.radius=0.02"),
+}
 METHOD_PARAMS = [
     pytest.param(m, id=" ".join(m), marks=() if m in FAST else pytest.mark.slow)
     for m in ALL_METHODS

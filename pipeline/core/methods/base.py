@@ -10,12 +10,22 @@ with a :class:`Decision`. The engine then carries it out:
    given to a worker that is still busy waits in that worker's FIFO queue.
 
 A rule keeps its own count of versions (it decides every step), so it can compute delays itself.
+
+Two capabilities a rule may declare (class attributes; both off by default, and a rule that
+declares neither costs the engines nothing more):
+
+- ``scales_steps``: a step's ``Decision.scale`` (one factor per worker) multiplies every gradient
+  accumulated since the previous step by its worker's factor, so a rule can average per worker
+  once it knows the counts (Malenia SGD). The event rows record the weights as applied.
+- ``reads_iterates``: ``on_gradient`` may call ``self.iterates`` (an :class:`IterateView`,
+  bound by the engine before the first event): the current iterate and the one a gradient was
+  computed at (Picky SGD). The event engine then replays in lockstep with the schedule.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 
 class Decision(NamedTuple):
@@ -24,6 +34,22 @@ class Decision(NamedTuple):
     step: bool
     assign: tuple[int, ...] = ()
     cancel: tuple[int, ...] = ()
+    #: with ``step`` (``scales_steps`` rules only): one factor per worker for the gradients
+    #: accumulated since the previous step; () = all 1
+    scale: tuple[float, ...] = ()
+
+
+class IterateView(Protocol):
+    """What an engine shows a ``reads_iterates`` rule during ``on_gradient``."""
+
+    def current(self) -> Any:
+        """The server's iterate now (a 1-d tensor; do not modify it)."""
+
+    def at(self, version: int) -> Any:
+        """The iterate of ``version``, for any version a job in flight (or arriving) holds."""
+
+    def distance(self, version: int) -> float:
+        """``||x_now - x_version||``, the Euclidean distance."""
 
 
 class ServerRule(ABC):
@@ -33,6 +59,12 @@ class ServerRule(ABC):
     name: str = ""
     #: waits for a set of workers at each step (a lost worker matters: engine.on_worker_failure)
     synchronous: bool = False
+    #: steps carry per-worker factors (``Decision.scale``)
+    scales_steps: bool = False
+    #: ``on_gradient`` reads ``self.iterates``
+    reads_iterates: bool = False
+    #: bound by the engine for ``reads_iterates`` rules
+    iterates: IterateView | None = None
 
     def __init__(self, n_workers: int, lr: float):
         if n_workers < 1:
@@ -42,7 +74,8 @@ class ServerRule(ABC):
         self.n = n_workers
         self.lr = float(lr)
         self.version = 0
-        self._solo = tuple((w,) for w in range(n_workers))
+        #: ``solo[w]`` is ``(w,)``, the assignment "w goes on" (the engines' fast path)
+        self.solo = self._solo = tuple((w,) for w in range(n_workers))
         self._everyone = tuple(range(n_workers))
 
     def start(self) -> tuple[int, ...]:

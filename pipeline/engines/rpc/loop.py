@@ -15,9 +15,11 @@ from collections import deque
 from heapq import heappop, heappush
 from pathlib import Path
 
+import torch
 import torch.distributed.rpc as rpc
 
 from pipeline import Terminated
+from pipeline.core.server import ParameterServer
 from pipeline.core.trace import JOB_COLUMNS
 from pipeline.engines.base import BY_EXHAUSTION, BY_FAILURE, BY_GRADIENTS, BY_TIME
 from pipeline.engines.dispatch import Dispatcher
@@ -123,6 +125,10 @@ class ServerLoop:
         self.jobs = JobsFile(self.recorder.outdir / "jobs.csv", n,
                              resumed["jobs_bytes"] if resumed else None)  # fmt: skip
         self.core = Dispatcher(self.rule, self.start_job, self.cancel_job, self.apply, self.server)
+        self.scales = self.rule.scales_steps
+        self.pending: list[tuple[int, float, object]] = []  # scales_steps: the open step's
+        if self.rule.reads_iterates:
+            self.rule.iterates = ServerIterates(self.server)
 
     # -- the dispatcher's hands ------------------------------------------------------------------
     def start_job(self, w: int, v: int) -> None:
@@ -148,12 +154,31 @@ class ServerLoop:
         f.add_done_callback(lambda f: None)
 
     def apply(self, w: int, v: int, weight: float, step: bool) -> None:
-        if weight:
+        if self.scales:
+            self._apply_scaled(w, weight, step)
+        elif weight:
             self.server.add(weight, self.grads[w], step)
         elif step:
             self.server.step()
         if w >= 0:
             self.grads[w] = None
+
+    def _apply_scaled(self, w: int, weight: float, step: bool) -> None:
+        """A ``scales_steps`` rule: the step's gradients wait for its factors, then are added in
+        arrival order with the weights the rows record (so the sums are the event engine's)."""
+        pending = self.pending
+        if weight and w >= 0:
+            pending.append((w, weight, self.grads[w]))
+        if not step:
+            return
+        scale = self.core.scale
+        terms = [(wt * scale[u] if scale else wt, g) for u, wt, g in pending]
+        terms = [(wt, g) for wt, g in terms if wt]
+        self.pending = []
+        if not terms:
+            self.server.step()
+        for i, (wt, g) in enumerate(terms):
+            self.server.add(wt, g, i == len(terms) - 1)
 
     # -- workers ---------------------------------------------------------------------------------
     def pump(self, timeout: float) -> None:
@@ -326,7 +351,8 @@ class ServerLoop:
                 self.now = time.perf_counter() - self.t0
                 self.jobs.end(w, "arrived", self.now, self.compute[w])
                 d = core.arrive(w, self.now)
-                if recorder.due(len(core.rows)):  # by count, or a second after the last
+                if recorder.due(len(core.rows)) and not core.open_rows:  # by count, or a
+                    # second after the last (never inside a step whose weights may change)
                     recorder.write_events(core.rows)
                     core.rows = []
                     self.jobs.flush()
@@ -350,3 +376,24 @@ class ServerLoop:
             recorder.write_events(core.rows)
             core.rows = []
             self.engine.finish(status, stopped_by)
+
+
+class ServerIterates:
+    """The iterates a ``reads_iterates`` rule sees in a real run: the server's, and the points
+    pinned for the jobs in flight (the arriving job's is released after the rule decides)."""
+
+    def __init__(self, server: ParameterServer):
+        self.server = server
+
+    def current(self):
+        return self.server.x
+
+    def at(self, version: int):
+        s = self.server
+        return s.x if version == s.version else s.point(version)
+
+    def distance(self, version: int) -> float:
+        s = self.server
+        if version == s.version:
+            return 0.0
+        return float(torch.linalg.vector_norm(s.x - s.point(version)))

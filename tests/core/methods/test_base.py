@@ -36,7 +36,7 @@ def test_the_defaults_every_rule_inherits():
     assert r.updates_per_gradient == 1.0
     assert r.describe() == {"lr": 2.0}
     assert r.synchronous is False
-    assert Decision(1, 0.5, True) == (1, 0.5, True, (), ())  # no assignment, no cancellation
+    assert Decision(1, 0.5, True) == (1, 0.5, True, (), (), ())  # no assignment, cancel, scale
 
 
 def test_one_worker_and_a_tiny_stepsize_are_enough():
