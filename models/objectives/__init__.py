@@ -6,12 +6,13 @@ drew. The iterate is a flat 1-d tensor on ``objective.device``.
 """
 
 from models.objectives.base import CounterNoise, DataObjective, Objective, RowSampler, Sample
-from models.objectives.modules import CNN, MLP, LogReg, ModuleObjective
+from models.objectives.modules import CNN, LOSSES, MLP, LogReg, ModuleObjective, TorchModule
 from models.objectives.quadratic import NoisyQuadratic, Quadratic
 
 __all__ = [
-    "CNN", "MLP", "OBJECTIVES", "CounterNoise", "DataObjective", "LogReg", "ModuleObjective",
-    "NoisyQuadratic", "Objective", "Quadratic", "RowSampler", "Sample",
+    "CNN", "LOSSES", "MLP", "OBJECTIVES", "CounterNoise", "DataObjective", "LogReg",
+    "ModuleObjective", "NoisyQuadratic", "Objective", "Quadratic", "RowSampler", "Sample",
+    "TorchModule",
 ]  # fmt: skip
 
-OBJECTIVES = ("quadratic", "noisy_quadratic", "logreg", "mlp", "cnn")
+OBJECTIVES = ("quadratic", "noisy_quadratic", "logreg", "mlp", "cnn", "torch_module")

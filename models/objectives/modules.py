@@ -1,5 +1,6 @@
-"""Objectives that are torch modules on classification data: logistic regression, an MLP and a
-small CNN, each with its cross-entropy loss and test accuracy."""
+"""Objectives that are torch modules: any module with a loss (:class:`ModuleObjective`, what
+``objective=torch_module`` wraps), and the built-in logistic regression, MLP and small CNN on
+classification data, each with its cross-entropy loss and test accuracy."""
 
 from __future__ import annotations
 
@@ -9,18 +10,39 @@ import torch
 from models.objectives.base import DataObjective
 
 
+def mse(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error; an output of shape (rows, 1) meets targets of shape (rows,)."""
+    if output.dim() == target.dim() + 1 and output.shape[-1] == 1:
+        output = output.squeeze(-1)
+    return torch.nn.functional.mse_loss(output, target)
+
+
+#: the losses named in a config (``objective.loss``); a user's own is any callable like these
+LOSSES = {"cross_entropy": torch.nn.functional.cross_entropy, "mse": mse}
+
+
 class ModuleObjective(DataObjective):
-    """Mean cross-entropy of a torch module on ``(X, y)`` plus ``l2/2 * ||x||^2``, where ``x`` is
-    the module's parameters flattened into one vector. Gradients by autograd; test loss and
-    accuracy on ``(X_test, y_test)`` when given."""
+    """Mean ``loss(module(X), y)`` of a torch module on ``(X, y)`` plus ``l2/2 * ||x||^2``,
+    where ``x`` is the module's parameters flattened into one vector. ``loss`` is a name of
+    :data:`LOSSES` or a callable ``loss(output, target) -> scalar``. Gradients by autograd;
+    test loss on ``(X_test, y_test)`` when given, and test accuracy for cross-entropy.
+
+    Targets are class labels (long) for cross-entropy and for a callable loss given integer
+    targets; real values (the objective's dtype) otherwise."""
 
     classification = True
     metric_names = ("grad_norm_sq", "test_loss", "test_accuracy")
 
     def __init__(
         self, module: torch.nn.Module, X, y, X_test=None, y_test=None, l2: float = 0.0,
-        dtype=torch.float32, device="cpu",
+        dtype=torch.float32, device="cpu", loss="cross_entropy",
     ):  # fmt: skip
+        named = isinstance(loss, str)
+        self.criterion = LOSSES[loss] if named else loss
+        self.accuracy = named and loss == "cross_entropy"
+        self.classification = loss == "cross_entropy" or (
+            not named and np.asarray(y).dtype.kind in "biu"
+        )
         super().__init__(X, y, dtype, device)
         self.module = module.to(device=self.device, dtype=dtype)
         self.l2 = float(l2)
@@ -32,9 +54,12 @@ class ModuleObjective(DataObjective):
         self._x0 = torch.cat([p.detach().reshape(-1) for p in params.values()])
         self.X_test = self._tensor(X_test) if X_test is not None else None
         self.y_test = self._targets(y_test) if y_test is not None else None
-        self.n_classes = int(self.y.max()) + 1
+        if self.classification:
+            self.n_classes = int(self.y.max()) + 1
         if self.X_test is None:
             self.metric_names = ("grad_norm_sq",)
+        elif not self.accuracy:
+            self.metric_names = ("grad_norm_sq", "test_loss")
 
     def initial_point(self) -> torch.Tensor:
         return self._x0.clone()
@@ -45,7 +70,7 @@ class ModuleObjective(DataObjective):
 
     def _objective(self, x, X, y) -> torch.Tensor:
         out = torch.func.functional_call(self.module, self._params(x), (X,))
-        loss = torch.nn.functional.cross_entropy(out, y)
+        loss = self.criterion(out, y)
         if self.l2:
             loss = loss + 0.5 * self.l2 * torch.dot(x, x)
         return loss
@@ -76,10 +101,11 @@ class ModuleObjective(DataObjective):
         out = super().metrics(x)
         if self.X_test is not None:
             with torch.no_grad():
-                logits = torch.func.functional_call(self.module, self._params(x), (self.X_test,))
-                out["test_loss"] = float(torch.nn.functional.cross_entropy(logits, self.y_test))
-                acc = (logits.argmax(dim=1) == self.y_test).double().mean()
-                out["test_accuracy"] = float(acc)
+                output = torch.func.functional_call(self.module, self._params(x), (self.X_test,))
+                out["test_loss"] = float(self.criterion(output, self.y_test))
+                if self.accuracy:
+                    acc = (output.argmax(dim=1) == self.y_test).double().mean()
+                    out["test_accuracy"] = float(acc)
         return out
 
 
@@ -179,3 +205,10 @@ class CNN(ModuleObjective):
             )  # fmt: skip
 
         super().__init__(_seeded(seed, build), X, y, X_test, y_test, l2, dtype, device)
+
+
+class TorchModule(ModuleObjective):
+    """A user's own torch module (``objective=torch_module``) with a named or callable loss; the
+    caller builds (and seeds) the module."""
+
+    name = "torch_module"

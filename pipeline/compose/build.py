@@ -13,7 +13,7 @@ import torch
 
 from models.objectives import CNN, MLP, LogReg, NoisyQuadratic, Objective, Quadratic
 from pipeline import ConfigError
-from pipeline.compose import resources
+from pipeline.compose import resources, usermodel
 from pipeline.compose.constants import exact_constants
 from pipeline.compose.datafiles import data_key, dataset_path, existing_data
 from pipeline.compose.inputs import check_builder_params, inspect_npz, load_data
@@ -43,10 +43,12 @@ def build_objective(cfg: Any, path: Path | None, device: torch.device | None = N
             raise ConfigError(str(e)) from None
     if path is None:
         raise ConfigError(f"objective {oc.name!r} needs data; dataset=none gives none")
-    a = load_data(path, oc.name, data_key(cfg))  # every check of the file and its arrays
+    a = load_data(path, oc.name, data_key(cfg), oc.get("loss"))  # every check of the data
     X, y = a["X"], a["y"]
     if oc.name == "quadratic":
         return Quadratic(X, y, dtype, device)
+    if oc.name == "torch_module":
+        return usermodel.build(oc, a, dtype, device, l2=oc.l2 or 0.0)
     test = {"X_test": a.get("X_test"), "y_test": a.get("y_test")}
     common = dict(dtype=dtype, device=device, seed=oc.init_seed, **test)
     try:
@@ -73,6 +75,8 @@ def shards(cfg: Any, y: np.ndarray | None, n: int) -> list[np.ndarray | None]:
         raise ConfigError(
             f"dataset.split={ds.split} needs a dataset; objective {cfg.objective.name} has none"
         )
+    if y is not None and y.ndim > 1 and ds.split in ("label_sorted", "dirichlet"):
+        raise ConfigError(f"dataset.split={ds.split} needs one label per row; y is {y.shape}")
     rows = split_rows(np.zeros(0) if y is None else y, n, ds.split, ds.alpha, ds.seed)
     bs = cfg.batch_size
     if bs is not None and y is not None:
@@ -257,6 +261,8 @@ def check_job(cfg: Any, cache: dict | None = None) -> None:
     if cfg.topology.name == "trace":
         n = build_times(cfg).n_workers
     needs_data = cfg.objective.name not in SYNTHETIC_OBJECTIVES
+    if needs_data and cfg.dataset.name == "callable":
+        dataset_path(cfg)  # the user's factory writes its data file (once), read like any other
     existing = existing_data(cfg) if needs_data else None
     shape = None
     if existing is not None:
@@ -271,9 +277,10 @@ def check_job(cfg: Any, cache: dict | None = None) -> None:
             raise ConfigError(
                 f"objective {cfg.objective.name!r} needs data; dataset=none gives none"
             )
-        key = (str(path), cfg.objective.name)
+        loss = cfg.objective.get("loss")
+        key = (str(path), cfg.objective.name, str(loss))
         if key not in cache:
-            cache[key] = load_data(path, cfg.objective.name, data_key(cfg))["y"]
+            cache[key] = load_data(path, cfg.objective.name, data_key(cfg), loss)["y"]
         y = cache[key]
     shards(cfg, y, n)
     if cfg.topology.name not in ("trace", "native") and cfg.budget.time is not None:

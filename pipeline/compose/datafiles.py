@@ -1,7 +1,8 @@
 """Which data file a run reads: ``dataset.path`` when given, else ``<name>.npz`` of the dataset's
 own config in the data folder (``$ASGD_DATA_DIR`` when set, else the project's ``data/``, where
 ``python -m pipeline.data`` and DVC's data stage write), built there on first use. A changed
-``dataset.seed`` or ``dataset.params`` gets a file of its own (``<name>-<digest>.npz``)."""
+``dataset.seed`` or ``dataset.params`` gets a file of its own (``<name>-<digest>.npz``), and so
+does every ``dataset=callable`` factory (``<function>-<digest>.npz``, :mod:`.userdata`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 
 from models import datasets
 from pipeline import CONF_DIR, PROJECT_ROOT, ConfigError
+from pipeline.compose import userdata
 from pipeline.compose.inputs import check_builder_params
 
 DATA_DIR = PROJECT_ROOT / "data"  # the data step's (DVC's) folder
@@ -28,7 +30,11 @@ def data_dir() -> Path:
 
 def data_key(cfg: Any) -> str:
     """How the user chose the data file, for messages: ``dataset.path`` or ``dataset=<name>``."""
-    return "dataset.path" if cfg.dataset.path else f"dataset={cfg.dataset.name}"
+    if cfg.dataset.path:
+        return "dataset.path"
+    if cfg.dataset.name == "callable":
+        return f"{userdata.KEY}={userdata.factory_spec(cfg.dataset).get('_target_')}"
+    return f"dataset={cfg.dataset.name}"
 
 
 def default_data_file(ds: Any) -> Path:
@@ -37,6 +43,8 @@ def default_data_file(ds: Any) -> Path:
     ``dataset.params`` differ from it, so a changed seed or size never reuses another file."""
     from omegaconf import OmegaConf
 
+    if ds.name == "callable":
+        return data_dir() / f"{userdata.file_stem(ds)}.npz"
     conf = CONF_DIR / "dataset" / f"{ds.name}.yaml"
     ref = OmegaConf.to_container(OmegaConf.load(conf)) if conf.exists() else {}
     own = {"seed": ds.seed, "params": dict(ds.params or {})}
@@ -69,7 +77,11 @@ def dataset_path(cfg: Any) -> Path | None:
         if not path.exists():
             raise ConfigError(f"data file not found: {path} (dataset.path)")
         return path
+    if ds.name == "npz":
+        raise ConfigError("dataset=npz needs dataset.path=<file>.npz (arrays X and y)")
     path = default_data_file(ds)
+    if not path.exists() and ds.name == "callable":
+        userdata.build(ds, path)
     if not path.exists():
         if ds.name not in datasets.BUILDERS:
             raise ConfigError(

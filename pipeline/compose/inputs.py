@@ -101,7 +101,7 @@ def _check_shapes(shape: DataShape, where: str) -> None:
     dims = {"X": (2, "rows x features"), "y": (1, "one target per row"),
             "X_test": (2, "rows x features"), "y_test": (1, "one target per row")}  # fmt: skip
     for name, (ndim, what) in dims.items():
-        if name in a and len(a[name][0]) != ndim:
+        if name in a and len(a[name][0]) != ndim and not _targets_2d(a, name):
             raise ConfigError(f"{where}: {name} must be {ndim}-d ({what}), got shape {a[name][0]}")
     rows, features = a["X"][0]
     if rows == 0:
@@ -122,6 +122,14 @@ def _check_shapes(shape: DataShape, where: str) -> None:
             )
 
 
+def _targets_2d(a: dict, name: str) -> bool:
+    """Real-valued targets may be rows x k (objective=torch_module with a regression loss;
+    :func:`check_targets` refuses them elsewhere); y_test then has y's k columns."""
+    if name not in ("y", "y_test") or len(a["y"][0]) != 2 or a["y"][1].kind != "f":
+        return False
+    return len(a[name][0]) == 2 and a[name][0][1] == a["y"][0][1] >= 1
+
+
 def _nonfinite(name: str, v: np.ndarray, where: str) -> None:
     if v.dtype.kind == "f":
         bad = int(np.size(v) - np.count_nonzero(np.isfinite(v)))
@@ -130,8 +138,9 @@ def _nonfinite(name: str, v: np.ndarray, where: str) -> None:
             raise ConfigError(f"{where}: {name} holds {bad} non-finite value{s} (NaN or Inf)")
 
 
-def load_data(path: str | Path, objective: str, key: str = "dataset.path") -> dict:
-    """Read a data file for ``objective`` and check everything about it; returns its arrays."""
+def load_data(path: str | Path, objective: str, key: str = "dataset.path", loss=None) -> dict:
+    """Read a data file for ``objective`` (``loss``: objective=torch_module's) and check
+    everything about it; returns its arrays."""
     path = Path(path)
     shape = inspect_npz(path, key)
     where = _where(path, key)
@@ -143,27 +152,46 @@ def load_data(path: str | Path, objective: str, key: str = "dataset.path") -> di
     for name in ARRAYS:
         if name in arrays:
             _nonfinite(name, arrays[name], where)
-    check_targets(arrays, objective, where)
+    check_targets(arrays, objective, where, loss)
     if objective == "cnn":
         check_image_shape(arrays.get("image_shape"), shape.features, where)
     return arrays
 
 
-def check_targets(arrays: dict, objective: str, where: str) -> None:
+def target_kind(objective: str, loss=None) -> str:
+    """What y must hold: ``labels`` (a classifier; torch_module with cross_entropy), ``real``
+    (quadratic; torch_module with mse, where y may be rows x k) or ``any`` (torch_module with
+    the user's own loss)."""
+    if objective == "torch_module":
+        return {"cross_entropy": "labels", "mse": "real"}.get(loss, "any")  # type: ignore[arg-type]
+    return "labels" if objective in CLASSIFIERS else "real"
+
+
+def check_targets(arrays: dict, objective: str, where: str, loss=None) -> None:
     """Labels for a classifier, real-valued targets for least squares."""
     y = arrays["y"]
     integer = y.dtype.kind in "biu"
-    if objective not in CLASSIFIERS:
+    kind = target_kind(objective, loss)
+    if y.ndim != 1 and not (objective == "torch_module" and kind != "labels"):
+        raise ConfigError(f"{where}: y must be 1-d (one target per row), got shape {y.shape}")
+    if kind == "any":
+        return
+    own = objective == "torch_module"
+    if own:
+        objective = f"torch_module with objective.loss={loss}"
+    if kind == "real":
         if integer:
+            other = "objective.loss=cross_entropy" if own else "objective=logreg, mlp or cnn"
             raise ConfigError(
                 f"{where}: y holds integer class labels but objective={objective} needs "
-                "real-valued targets (use objective=logreg, mlp or cnn, or store y as floats)"
+                f"real-valued targets (use {other}, or store y as floats)"
             )
         return
     if not integer:
+        other = "objective.loss=mse" if own else "objective=quadratic"
         raise ConfigError(
             f"{where}: objective {objective} is a classifier but dataset targets y are "
-            f"real-valued ({y.dtype}); use objective=quadratic, or store integer labels 0..C-1"
+            f"real-valued ({y.dtype}); use {other}, or store integer labels 0..C-1"
         )
     if y.min() < 0:
         raise ConfigError(f"{where}: y holds negative labels ({int(y.min())}); labels are 0..C-1")

@@ -12,7 +12,8 @@ from omegaconf import OmegaConf
 from pipeline import CONF_DIR, ConfigError
 
 MAX_PREFLIGHT_JOBS = 512
-FREE_DICTS = ("lr_table", "dataset.params")  # mappings whose keys the user chooses
+#: mappings whose keys the user chooses (a user's module, loss and data factory: their arguments)
+FREE_DICTS = ("lr_table", "dataset.params", "objective.module", "objective.loss", "dataset.factory")
 _ABSENT = object()
 
 
@@ -102,7 +103,7 @@ def _refuse_additions(overrides: list[str], config_name: str) -> None:
     for o in overrides:
         if o.startswith("+") and "=" in o:
             key = o.lstrip("+").split("=", 1)[0]
-            if key.rpartition(".")[0] in FREE_DICTS:
+            if any(key.startswith(d + ".") for d in FREE_DICTS):
                 continue
             plain = [x for x in overrides if not x.startswith("+")]
             try:

@@ -135,9 +135,29 @@ def model_size(cfg: Any, data: DataSize | None) -> tuple[int, int]:
         return 0, 0
     if oc.name == "quadratic":
         return data.features, 0
+    if oc.name == "torch_module":
+        return _user_module_size(cfg, data)
     module = _meta_module(cfg, data)
     params = sum(p.numel() for p in module.parameters())
     return int(params), _activations_per_row(module, data.features)
+
+
+def _user_module_size(cfg: Any, data: DataSize) -> tuple[int, int]:
+    """objective=torch_module: the user's module built on the meta device (or, where its code
+    cannot run there, for real: a constructor error is then the one-line ConfigError);
+    activations 0 where a forward pass on the meta device fails."""
+    from pipeline.compose.usermodel import build_module
+
+    outputs = (data.classes or 2) if cfg.objective.loss == "cross_entropy" else 1
+    try:
+        module = build_module(cfg.objective, data.features, outputs, device="meta")
+    except ConfigError:
+        module = build_module(cfg.objective, data.features, outputs)
+    params = sum(p.numel() for p in module.parameters())
+    try:
+        return int(params), _activations_per_row(module, data.features)
+    except Exception:  # the user's forward pass needs real values (or other shapes)
+        return int(params), 0
 
 
 class _Built(Exception):

@@ -59,7 +59,7 @@ class NoisyQuadraticConfig(ObjectiveConfig):
 
 @dataclass
 class ModelConfig(ObjectiveConfig):
-    l2: float | None = num(None, low=0)  # None: 1e-3 for logreg, 0 for mlp and cnn
+    l2: float | None = num(None, low=0)  # None: 1e-3 for logreg, 0 for the others
     init_seed: int = num(0, low=0, high=SEED_MAX)  # the model's initial weights
 
 
@@ -82,6 +82,16 @@ class CNNConfig(ModelConfig):
     channels: int = num(32, low=1, high=4096)
 
 
+@dataclass
+class TorchModuleConfig(ModelConfig):
+    """A user's torch.nn.Module: ``module`` is ``{_target_: pkg.Class, **arguments}``."""
+
+    name: str = "torch_module"
+    dtype: str = "float32"
+    module: dict[str, Any] = field(default_factory=dict)
+    loss: Any = "cross_entropy"  # cross_entropy | mse | {_target_: pkg.loss, **arguments}
+
+
 # ------------------------------------------------------------------------------------ dataset
 @dataclass
 class DatasetConfig:
@@ -91,6 +101,7 @@ class DatasetConfig:
     split: str = "none"  # none (every worker sees all rows) | iid | label_sorted | dirichlet
     alpha: float = num(1.0, gt=0)  # dirichlet concentration
     params: dict[str, Any] = field(default_factory=dict)  # builder arguments (n_rows, dim, ...)
+    factory: dict[str, Any] = field(default_factory=dict)  # dataset=callable: {_target_: ...}
 
 
 # ----------------------------------------------------------------------------------- topology
@@ -294,6 +305,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "logreg": LogRegConfig,
         "mlp": MLPConfig,
         "cnn": CNNConfig,
+        "torch_module": TorchModuleConfig,
     },
     "topology": {
         "homogeneous": HomogeneousTopologyConfig,

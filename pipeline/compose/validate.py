@@ -12,7 +12,11 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import CONF_DIR, ConfigError
+from pipeline.compose import userdata, usermodel
 from pipeline.compose.schema import GROUPS, SCHEMAS, TOPOLOGY_ENGINES, Config
+
+#: the arguments of a user's module, loss and data factory (any keys, added with +key=...)
+USER_ARGS = ("objective.module.", "objective.loss.", "dataset.factory.")
 
 
 def _need(cond: bool, message: str) -> None:
@@ -48,6 +52,8 @@ def unknown_key_message(key: str, cfg: Any) -> str:
         from pipeline.compose.plugins import missing_key_message
 
         return missing_key_message(key, cfg.optimizer)
+    if key.startswith(USER_ARGS):  # a user's module, loss or data factory: keys of their own
+        return f"{key} is not set yet; add an argument with +{key}=..."
     if head in SCHEMAS and cfg is not None and head in cfg:
         option = cfg[head].get("name")
         own = sorted(_schema_fields(SCHEMAS[head][option])) if option in SCHEMAS[head] else []
@@ -179,6 +185,9 @@ def validate(cfg: Any) -> None:
             f"topology={top.name} needs engine={' or engine='.join(allowed)} "
             f"(this run has engine={eng.name})",
         )
+    if cfg.objective.name == "torch_module":
+        usermodel.check(cfg.objective)
+    userdata.check(cfg.dataset)
     if cfg.objective.name == "mlp":
         hidden = list(cfg.objective.hidden)
         _need(

@@ -62,6 +62,7 @@ def _extras(group: str, option: str | None, trace: Path) -> list[str]:
         ("objective", "logreg"): ["dataset=wine"],
         ("objective", "mlp"): ["dataset=wine"],
         ("objective", "cnn"): ["dataset=digits", "objective.channels=2"],
+        ("objective", "torch_module"): ["dataset=wine"],
         ("topology", "native"): ["engine=rpc"],
         ("topology", "trace"): [f"topology.trace_path={trace}", "topology.n_workers=null"],
         ("topology", "custom"): ["topology.times=[1.0,2.0,3.0,4.0]"],

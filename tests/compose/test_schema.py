@@ -28,6 +28,8 @@ def test_every_option_composes_and_validates(group, option, tmp_path):
         ("objective", "noisy_quadratic"): ["dataset=none"],
         ("topology", "native"): ["engine=rpc"],
         ("topology", "trace"): [f"topology.trace_path={tmp_path}"],
+        ("dataset", "npz"): [f"dataset.path={tmp_path / 'data.npz'}"],
+        ("dataset", "callable"): ["dataset.factory._target_=tests.models.user_pkg.make_data"],
     }.get((group, option), [])
     cfg = compose_cfg(f"{group}={option}", "optimizer.lr=0.1", *extra)
     chosen = cfg[group].name if group not in ("tracking", "experiment") else None
