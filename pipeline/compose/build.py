@@ -289,7 +289,11 @@ def check_job(cfg: Any, cache: dict | None = None) -> None:
         except ValueError as e:
             raise ConfigError(str(e)) from None
     name = cfg.optimizer.name
-    if name == "minibatch":
+    if is_plugin(cfg.optimizer):  # the rule's own checks of its values (cheap: no data)
+        taus = None if cfg.topology.name in ("native", "trace") else topology_taus(cfg)
+        rule = build_plugin(cfg.optimizer, n, resolve_lr(cfg), stream(cfg.seed, RULE), taus)
+        check_first_update(cfg, 1.0 / rule.updates_per_gradient)
+    elif name == "minibatch":
         check_first_update(cfg, n)
     elif name == "rennala" and not is_plugin(cfg.optimizer) and cfg.optimizer.batch is not None:
         check_first_update(cfg, cfg.optimizer.batch)

@@ -64,4 +64,4 @@ def user_code_digest(target: str) -> str | None:
         return None
     if Path(origin).resolve().is_relative_to(PROJECT_ROOT.resolve()):
         return None
-    return file_digest(origin)
+    return file_digest(Path(origin))

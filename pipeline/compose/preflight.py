@@ -50,6 +50,8 @@ def _job_overrides(argv: list[str]) -> tuple[list[list[str]], str]:
             next(it, None)
         elif a.startswith("-"):
             continue
+        elif a.startswith("hydra.searchpath=") or a.startswith("+hydra.searchpath="):
+            args.append(a)  # a user's config directories: their rules' and models' YAML
         elif not (a.startswith("hydra.") or a.startswith("hydra/") or a.startswith("+hydra")):
             args.append(a)
     parsed = OverridesParser.create().parse_overrides(args)
@@ -68,7 +70,10 @@ def _compose_error(e: BaseException, overrides: list[str], config_name: str) -> 
     )
     if m and ("not in" in text or "No match in config" in text):
         key = m.group(1)
-        groups_only = [o for o in overrides if "=" in o and "." not in o.split("=", 1)[0]]
+        groups_only = [
+            o for o in overrides
+            if "=" in o and ("." not in o.split("=", 1)[0] or "hydra.searchpath=" in o)
+        ]  # fmt: skip
         try:
             base = compose(config_name=config_name, overrides=groups_only)
         except Exception:
@@ -105,7 +110,7 @@ def _refuse_additions(overrides: list[str], config_name: str) -> None:
             key = o.lstrip("+").split("=", 1)[0]
             if any(key.startswith(d + ".") for d in FREE_DICTS):
                 continue
-            plain = [x for x in overrides if not x.startswith("+")]
+            plain = [x for x in overrides if not x.startswith("+") or "hydra.searchpath" in x]
             try:
                 base = compose(config_name=config_name, overrides=plain)
             except Exception:

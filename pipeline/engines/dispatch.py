@@ -63,6 +63,8 @@ class Dispatcher:
 
     def assign(self, w: int) -> None:
         """A new job at the current version for worker w (queued if w is busy)."""
+        if w < 0:  # (w >= n fails on the lists below)
+            raise IndexError(f"rule {self.rule.name} assigned a job to worker {w}")
         if self.lost[w]:  # the rule gave a job to a lost worker: nothing to start
             return
         v = self.server.pin() if self.server is not None else self.rule.version
@@ -103,8 +105,8 @@ class Dispatcher:
             if step:
                 self.scale = scale
                 if scale:
-                    applied = weight * scale[w] if weight else weight
                     self._rescale(scale)
+                    applied = weight * scale[w] if weight else weight
                 self.open_rows = 0
             else:
                 self.open_rows += 1
