@@ -39,6 +39,7 @@ LAYERS = {  # module prefix -> layer; a module may import only its own layer or 
     "pipeline.study": 6,
     "pipeline.report": 6,
     "pipeline.ui": 6,
+    "pipeline.check_rule": 6,
 }
 #: third-party packages that the core must not import
 NOT_IN_CORE = ("hydra", "omegaconf", "mlflow")
