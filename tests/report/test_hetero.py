@@ -229,3 +229,14 @@ def test_a_results_folder_without_hetero_records(results, tmp_path):
     assert '<a id="hetero"></a>' not in text and "Heterogeneous data" not in text
     assert not list((old / "figures").glob("hetero_*"))
     assert "hetero" not in text.split("## Tuning")[1]
+
+
+def test_a_seed_without_a_final_value_gives_no_estimate():
+    """A run stopped before its first evaluation has no final value: a dash, not a crash."""
+    from pipeline.report.sections.problems import final_est
+    from pipeline.report.text import fmt_est
+
+    runs = [{"final_suboptimality": 0.5}, {"final_suboptimality": None}]
+    assert final_est(runs, "final_suboptimality", floor=0.0) is None and fmt_est(None) == "–"
+    e = final_est(runs[:1] * 2, "final_suboptimality", floor=0.0)
+    assert (e["mean"], e["n"]) == (0.5, 2)

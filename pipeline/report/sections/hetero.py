@@ -8,12 +8,13 @@ from pipeline.report.load import ASYNC, times_of
 from pipeline.report.sections.base import Context, Section, est_dict, significant
 from pipeline.report.sections.problems import (
     curve_figures,
+    final_est,
     id_cell,
     problem_row,
     reached_cell,
     stage_problems,
 )
-from pipeline.report.stats import mean_interval, ratio_interval
+from pipeline.report.stats import ratio_interval
 from pipeline.report.text import fmt_est, fmt_lr, fmt_sig, table
 
 TIMES = ("time_to_target", "time_to_accuracy")
@@ -76,8 +77,7 @@ def section_hetero(ctx: Context) -> Section:
             for label in sorted(by_label):
                 runs = by_label[label]
                 r = problem_row("het", prob, cell, label, runs, d, TIMES)
-                finals = [s["final_suboptimality"] for s in runs]
-                r["final_suboptimality"] = est_dict(mean_interval(finals, floor=0.0))
+                r["final_suboptimality"] = final_est(runs, "final_suboptimality", floor=0.0)
                 r["split"], r["dataset"] = runs[0].get("split"), runs[0].get("dataset")
                 r["topology"] = runs[0].get("topology")
                 rows.append(r)

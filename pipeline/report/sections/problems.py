@@ -51,15 +51,20 @@ def problem_row(
         "n": runs[0]["n_workers"],
         "cap_hit": d["cells"].get(cell, {}).get(label, {}).get("cap_hit"),
         "anchor": anchor(prefix, prob, cell, label),
-        "final_test_accuracy": est_dict(
-            mean_interval([s["final_test_accuracy"] for s in runs], floor=0.0, ceiling=1.0)
-        ),
+        "final_test_accuracy": final_est(runs, "final_test_accuracy", floor=0.0, ceiling=1.0),
     }
     for key in times:
         t = times_of(runs, key)
         r[key] = est_dict(mean_interval(t, floor=0.0)) if t else None
         r[f"{key}_reached"] = sum(s.get(key) is not None for s in runs)
     return r
+
+
+def final_est(runs: list[dict], key: str, **bounds) -> dict | None:
+    """A summary value's mean and 95% interval over the seeds (``bounds``: floor, ceiling);
+    None when a seed has none (a run stopped before its first evaluation)."""
+    vals = [s.get(key) for s in runs]
+    return None if None in vals else est_dict(mean_interval(vals, **bounds))
 
 
 def curve_figures(

@@ -1,6 +1,5 @@
 """Section ``tuning``: every stepsize selection of the study (comparison, scaling, non-convex,
-heterogeneous data),
-its grid and whether it was bracketed or hit the cap."""
+heterogeneous data), its grid and whether it was bracketed or hit the cap."""
 
 from __future__ import annotations
 
