@@ -17,7 +17,8 @@ Modules, each below the ones after it (imports point one way, down this list):
 - ``load``: reading the records (summaries by cell and label, selection files, times to target)
 - ``text``: numbers, estimates, settings, anchors, links and tables as markdown
 - ``figures``: every matplotlib figure (the Agg backend, set before pyplot is imported)
-- ``sections``: the Section and Context types and one module per section
+- ``sections``: the Section and Context types and one module per section (``problems``: what
+  the per-problem sections, nonconvex and hetero, share)
 - ``document``: the answer, the threats to validity, report.md and metrics.json (``build_report``)
 - ``readme``: README.md's generated block
 - ``cli``: ``python -m pipeline.report`` (``main``) and the report's MLflow run

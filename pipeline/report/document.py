@@ -89,6 +89,22 @@ def answer(m: dict) -> list[str]:
             "Non-convex models, minibatch / asynchronous time to the test-accuracy "
             "target: " + "; ".join(parts) + "."
         )
+    het = [
+        r
+        for r in m.get("hetero", {}).get("ratios", [])
+        if r["measure"] == "time_to_accuracy" and r["over_asgd"]
+    ]
+    if het:
+        parts = [
+            f"{r['problem']} {r['cell']} {r['label']}: "
+            f"{link(fmt_num(r['over_asgd']['mean'], 2) + 'x', r['anchor'])}"
+            + ("" if r["over_asgd_significant"] else " (not significant)")
+            for r in het
+        ]
+        out.append(
+            "Heterogeneous data, each method's time to the test-accuracy target over "
+            "asynchronous SGD's: " + "; ".join(parts) + "."
+        )
     return [" ".join(out)] if out else []
 
 
@@ -111,6 +127,14 @@ def threats(m: dict) -> list[str]:
         "The non-convex models are small (a 2-layer MLP, an 8-channel CNN) and trained for few "
         "gradients; accuracy targets are below what longer training reaches.",
     ]
+    het = m.get("hetero", {}).get("rows", [])
+    if het:
+        data = ", ".join(sorted({r["dataset"] for r in het}))
+        splits = ", ".join(sorted({f"`{r['split']}`" for r in het}))
+        t.append(
+            f"Heterogeneous data: one convex model on small data ({data}, split {splits}), "
+            "each worker's shard fixed by the data seed, and one worker-time model per cell."
+        )
     tun = m.get("tuning", {})
     if tun.get("cap_hit"):
         t.append(

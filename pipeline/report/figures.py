@@ -26,6 +26,13 @@ def save(fig, path: Path, dpi: int = 110) -> Path:
     return path
 
 
+def palette(n: int) -> list:
+    """``n`` distinct colours: matplotlib's default ten (tab10), tab20 beyond ten labels (a
+    comparison with every method and variant), cycling only past twenty."""
+    base = list(plt.get_cmap("tab10" if n <= 10 else "tab20").colors)
+    return [base[i % len(base)] for i in range(n)]
+
+
 def _curves(runs: list[dict], x_key: str, y_key: str):
     xs, ys = [], []
     for s in runs:
@@ -51,13 +58,16 @@ def fig_bands(
     """Mean over seeds with its 95% band (t interval of the mean of log10 y when ``log``)."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     lo_y, hi_y = math.inf, 0.0
-    for label in sorted(by_label):
+    labels = sorted(by_label)
+    for label, color in zip(labels, palette(len(labels)), strict=True):
         runs = by_label[label]
         xs, ys = _curves(runs, x_key, y_key)
         end = min(x[-1] for x in xs)
         grid = np.linspace(0.0, end, 200)
         mid, lo, hi = band(xs, ys, grid, log=log)
-        (line,) = ax.plot(grid, mid, label=f"{label} (lr {runs[0]['lr']:.3g}, {len(runs)} seeds)")
+        (line,) = ax.plot(
+            grid, mid, color=color, label=f"{label} (lr {runs[0]['lr']:.3g}, {len(runs)} seeds)"
+        )
         finite = mid[np.isfinite(mid) & (mid > 0)]
         if finite.size:
             lo_y, hi_y = min(lo_y, float(finite.min())), max(hi_y, float(finite.max()))
@@ -171,7 +181,7 @@ def fig_real(
     """F - F* against wall-clock seconds of the real runs (``runs["real"]``), their replays and
     the worker-time model (simulated seconds x ``scale``), one colour per method."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    colors = dict(zip(methods, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
+    colors = dict(zip(methods, palette(len(methods)), strict=True))
     style = {"real": "-", "replayed": "--", "model": ":"}
     for kind, by_method in runs.items():
         for m in methods:

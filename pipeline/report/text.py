@@ -27,6 +27,17 @@ def fmt_est(e: dict | None) -> str:
     return f"{m} [{fmt_num(e['lo'])}, {fmt_num(e['hi'])}]"
 
 
+def fmt_sig(e: dict | None, significant: bool | None) -> str:
+    """An estimate (a ratio), **bold** when significant."""
+    txt = fmt_est(e)
+    return f"**{txt}**" if significant else txt
+
+
+def fmt_lr(r: dict) -> str:
+    """A row's tuned stepsize, † when the tuning grid reached its cap."""
+    return fmt_num(r["tuned_lr"]) + ("†" if r["cap_hit"] else "")
+
+
 def setting(s: dict) -> str:
     """The resolved S or R (and cancel) of a run, for tables: ``n`` or the theory's
     ceil(sigma^2/eps) (docs/methods.md; not capped at n, unlike the m* of the T_opt bound)."""

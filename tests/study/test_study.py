@@ -401,6 +401,8 @@ def test_report_builds_every_section_with_intervals(small_results):
     assert (row["time_to_accuracy"]["lo"], row["time_to_accuracy"]["hi"]) == pytest.approx(
         (e.lo, e.hi), rel=1e-12
     )
+    # no hetero records here (an older results folder): the section is absent, not an error
+    assert metrics["hetero"] == {} and '<a id="hetero"></a>' not in text
     block = readme_block(metrics, "results/test")
     assert "(results/test/report.md#ratio-sqrt)" in block
 
@@ -468,7 +470,7 @@ def test_mlflow_ui_lists_the_study_runs(tmp_path, mlflow_uri):
 @pytest.mark.slow
 def test_quick_profile_in_a_fresh_clone_leaves_the_full_profile_alone(tmp_path):
     """The README's quick try, `dvc exp run -S profile=quick`, in a clone: every stage
-    (the non-convex one included) runs, writes only under results/quick/, and a second
+    (the non-convex and hetero ones included) runs, writes only under results/quick/, and a second
     `dvc repro` does nothing."""
     if shutil.which("dvc") is None:
         pytest.skip("dvc is not installed")
@@ -497,6 +499,8 @@ def test_quick_profile_in_a_fresh_clone_leaves_the_full_profile_alone(tmp_path):
         "figures/paper_suboptimality.png",
         "tuned_lr.json",
         "nonconvex_lr.json",
+        "hetero_lr.json",
+        "figures/hetero_digits_label_sorted_linear_test_accuracy.png",
         "figures/real_vs_replayed.png",
         "real/real.json",
     ):
@@ -509,6 +513,11 @@ def test_quick_profile_in_a_fresh_clone_leaves_the_full_profile_alone(tmp_path):
         for p in ("mlp_mnist1d", "cnn_digits")
         for c in ("homogeneous", "sqrt")
         for m in ("minibatch", "asgd", "asgd_adaptive", "ringmaster")
+    }
+    het = {(r["problem"], r["cell"], r["label"]) for r in metrics["hetero"]["rows"]}
+    assert het == {
+        ("digits_label_sorted", "linear", m)
+        for m in ("asgd", "asgd_random", "malenia", "rescaled_asgd")
     }
     # real processes, replayed with their own durations: the same arrivals
     assert metrics["real"] and all(r["same_arrivals"] for r in metrics["real"].values())

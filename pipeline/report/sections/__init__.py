@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from pipeline.report.sections.base import Context, Section
 from pipeline.report.sections.compare import section_compare
+from pipeline.report.sections.hetero import section_hetero
 from pipeline.report.sections.nonconvex import section_nonconvex
 from pipeline.report.sections.optimal import section_optimal
 from pipeline.report.sections.paper import section_paper
@@ -21,6 +22,7 @@ SECTIONS: list[tuple[str, Callable[[Context], Section]]] = [
     ("paper", section_paper),
     ("scaling", section_scaling),
     ("nonconvex", section_nonconvex),
+    ("hetero", section_hetero),
     ("real", section_real),
     ("tuning", section_tuning),
 ]

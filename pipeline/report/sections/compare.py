@@ -7,7 +7,7 @@ from __future__ import annotations
 from pipeline.report.figures import fig_bands, fig_time_to_target
 from pipeline.report.load import load_cells, read_json
 from pipeline.report.sections.base import Context, Section, cell_ratios, row_stats
-from pipeline.report.text import fmt_est, fmt_num, table
+from pipeline.report.text import fmt_est, fmt_lr, fmt_num, fmt_sig, table
 
 
 def section_compare(ctx: Context) -> Section:
@@ -51,8 +51,7 @@ def section_compare(ctx: Context) -> Section:
     for r in ratios:
 
         def cellf(k, r=r):
-            txt = fmt_est(r[k])
-            return f"**{txt}**" if r.get(f"{k}_significant") else txt
+            return fmt_sig(r[k], r.get(f"{k}_significant"))
 
         body.append(
             [
@@ -81,17 +80,16 @@ def section_compare(ctx: Context) -> Section:
     ]
     body = []
     for r in rows:
-        ratio = fmt_est(r["ratio_to_asgd"])
         body.append(
             [
                 f'<a id="{r["anchor"]}"></a>{r["cell"]}',
                 r["label"],
                 r["setting"] or "",
-                fmt_num(r["tuned_lr"]) + ("†" if r["cap_hit"] else ""),
+                fmt_lr(r),
                 f"{r['reached']}/{r['seeds']}",
                 fmt_est(r["time_to_target"]),
                 fmt_est(r["gradients_to_target"]),
-                f"**{ratio}**" if r["significant_vs_asgd"] else ratio,
+                fmt_sig(r["ratio_to_asgd"], r["significant_vs_asgd"]),
                 fmt_num(r["final_suboptimality"]),
                 fmt_num(r["max_delay"]),
                 fmt_num(r["mean_delay"]),

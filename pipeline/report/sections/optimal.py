@@ -6,7 +6,7 @@ from __future__ import annotations
 from pipeline.report.load import OPTIMAL_MSTAR, OPTIMAL_N, load_cells, times_of
 from pipeline.report.sections.base import Context, Section, est_dict, significant
 from pipeline.report.stats import ratio_interval
-from pipeline.report.text import fmt_est, fmt_num, table
+from pipeline.report.text import fmt_est, fmt_lr, fmt_num, fmt_sig, table
 
 
 def section_optimal(ctx: Context) -> Section:
@@ -46,7 +46,7 @@ def section_optimal(ctx: Context) -> Section:
                 f"[{r['cell']}](#{r['anchor']})",
                 r["label"],
                 r["setting"],
-                fmt_num(r["tuned_lr"]) + ("†" if r["cap_hit"] else ""),
+                fmt_lr(r),
                 fmt_est(r["time_to_target"]),
                 fmt_est(r["ratio_to_asgd"]),
                 fmt_num(ratios[r["cell"]]["theory_m_star"]),
@@ -100,7 +100,7 @@ def section_optimal(ctx: Context) -> Section:
                 [
                     p["cell"],
                     p["what"],
-                    f"**{fmt_est(p['ratio'])}**" if p["significant"] else fmt_est(p["ratio"]),
+                    fmt_sig(p["ratio"], p["significant"]),
                 ]
                 for p in pairs
             ],

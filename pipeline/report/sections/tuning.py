@@ -1,5 +1,5 @@
-"""Section ``tuning``: every stepsize selection of the study (comparison, scaling, non-convex),
-its grid and whether it was bracketed or hit the cap."""
+"""Section ``tuning``: every stepsize selection of the study (comparison, scaling, non-convex,
+heterogeneous data), its grid and whether it was bracketed or hit the cap."""
 
 from __future__ import annotations
 
@@ -24,9 +24,10 @@ def section_tuning(ctx: Context) -> Section:
         ("comparison", ctx.results / "tuned_lr.json"),
         ("scaling", ctx.results / "scaling_lr.json"),
     ]
-    nc = read_json(ctx.results / "nonconvex_lr.json")
     tables = [(what, read_json(f).get("cells", {})) for what, f in files]
-    tables += [(f"nonconvex {p}", d["cells"]) for p, d in nc.get("problems", {}).items()]
+    for stage in ("nonconvex", "hetero"):  # per problem; absent from older results
+        sel = read_json(ctx.results / f"{stage}_lr.json")
+        tables += [(f"{stage} {p}", d["cells"]) for p, d in sel.get("problems", {}).items()]
     for what, cells in tables:
         for cell, labels in cells.items():
             for label, v in sorted(labels.items()):
