@@ -1,4 +1,4 @@
-"""Malenia SGD (Tyurin & Richtarik, NeurIPS 2023; docs/methods.md, section 7.1)."""
+"""Malenia SGD (Tyurin & Richtarik, NeurIPS 2023; docs/methods.md, section 3.7)."""
 
 from __future__ import annotations
 

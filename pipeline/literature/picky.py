@@ -1,4 +1,4 @@
-"""Picky SGD (Cohen, Daniely, Drori, Koren & Schain, NeurIPS 2021; docs/methods.md, 7.3)."""
+"""Picky SGD (Cohen, Daniely, Drori, Koren & Schain, NeurIPS 2021; docs/methods.md, 3.9)."""
 
 from __future__ import annotations
 

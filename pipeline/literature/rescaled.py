@@ -1,4 +1,4 @@
-"""Rescaled ASGD (Mahran, Maranjyan & Richtarik, 2026; docs/methods.md, section 7.2)."""
+"""Rescaled ASGD (Mahran, Maranjyan & Richtarik, 2026; docs/methods.md, section 3.8)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Malenia SGD (docs/methods.md, section 7.1): per-worker averages of the gradients at x_k and a
+"""Malenia SGD (docs/methods.md, section 3.7): per-worker averages of the gradients at x_k and a
 step once the harmonic mean of the counts reaches S/n: its decisions alone, then a hand-derived
 trace through the event engine (rule given by _target_, the way a user's package gives one)."""
 

@@ -1,4 +1,4 @@
-"""Picky SGD (docs/methods.md, section 7.3): a delayed gradient is applied only if the iterate
+"""Picky SGD (docs/methods.md, section 3.9): a delayed gradient is applied only if the iterate
 moved at most ``radius`` since the gradient's point. The rule reads the iterates
 (``reads_iterates``): the event engine replays it in lockstep with the schedule. Its decisions
 alone, then traces through the event engine against an independent numpy loop."""

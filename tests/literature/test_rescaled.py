@@ -1,4 +1,4 @@
-"""Rescaled ASGD (docs/methods.md, section 7.2): asynchronous SGD with worker i's stepsize
+"""Rescaled ASGD (docs/methods.md, section 3.8): asynchronous SGD with worker i's stepsize
 lr * tau_i / tau_max: its decisions alone, then a hand-derived trace through the event engine
 (the worker times filled in by the pipeline from the topology)."""
 
