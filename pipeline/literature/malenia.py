@@ -19,8 +19,13 @@ class MaleniaSGD(ServerRule):
     synchronous = True
     scales_steps = True
 
-    def __init__(self, n_workers: int, lr: float, batch: int | None = None, cancel: bool = False):
+    def __init__(self, n_workers: int, lr: float, batch: int | None = None, cancel: bool = False,
+                 worker_times: list[float] | None = None):  # fmt: skip
         super().__init__(n_workers, lr)
+        # gradients per step, for the evaluation cadence: at least S, and while the slowest
+        # worker computes one, worker i computes about tau_max / tau_i
+        slow = max(worker_times) if worker_times else 1.0
+        self._per_step = max(n_workers, sum(slow / t for t in worker_times or [1.0] * n_workers))
         self.batch = n_workers if batch is None else int(batch)  # S
         if self.batch < 1:
             raise ValueError(f"Malenia batch S must be >= 1, got {self.batch}")
@@ -59,7 +64,7 @@ class MaleniaSGD(ServerRule):
 
     @property
     def updates_per_gradient(self) -> float:
-        return 1.0 / max(self.batch, self.n)
+        return 1.0 / max(self.batch, self._per_step)
 
     def describe(self) -> dict[str, object]:
         return {"lr": self.lr, "batch": self.batch, "cancel": self.cancel}

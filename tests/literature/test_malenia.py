@@ -40,6 +40,9 @@ def test_cancel_restarts_everyone_and_a_lost_worker_is_refused():
     with pytest.raises(ValueError, match="S must be >= 1"):
         MaleniaSGD(2, 1.0, batch=0)
     assert MaleniaSGD(4, 1.0, batch=10).updates_per_gradient == 0.1
+    # while the slowest worker computes one gradient, worker i computes tau_max / tau_i
+    assert MaleniaSGD(2, 1.0, worker_times=[1.0, 4.0]).updates_per_gradient == 1 / 5
+    assert MaleniaSGD(2, 1.0, batch=8, worker_times=[1.0, 4.0]).updates_per_gradient == 1 / 8
     assert MaleniaSGD(4, 1.0).scales_steps and MaleniaSGD(4, 1.0).synchronous
 
 
