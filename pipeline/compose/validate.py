@@ -205,13 +205,11 @@ def validate(cfg: Any) -> None:
         "set a budget: budget.gradients or budget.time",
     )
     _one_of(cfg.progress, ("auto", "on", "off"), "progress")
-    known = set(METHODS) | ({opt.name} if plugin else set())
-    unknown = sorted(set(cfg.lr_table or {}) - known - plugin_names())
-    _need(
-        not unknown,
-        f"lr_table has unknown methods {unknown}; methods are {', '.join(sorted(known))} "
-        "(and the rules of conf/optimizer/ given by _target_)",
-    )
+    # a name that is no method here may be a rule on a search path; a near miss is a typo
+    known = sorted(set(METHODS) | ({opt.name} if plugin else set()) | plugin_names())
+    for name in sorted(set(cfg.lr_table or {}) - set(known)):
+        guess = _closest(name, known)
+        _need(guess is None, f"lr_table.{name} is not a method; did you mean lr_table.{guess}?")
     for method, value in (cfg.lr_table or {}).items():
         _need(
             isinstance(value, (int, float)) and math.isfinite(value) and value > 0,

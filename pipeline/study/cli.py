@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipeline.study.multirun import launcher, reusing
+from pipeline.study.multirun import launcher, reusing, use_searchpath
 from pipeline.study.profile import StudyError, load_profile, results_dir
 from pipeline.study.stages import OUTPUTS, STAGES
 
@@ -19,6 +19,7 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     try:
         profile = load_profile()
+        use_searchpath(profile["searchpath"])
         launcher()  # a bad $ASGD_STUDY_LAUNCHER is one line before any sweep
         with reusing(*(results_dir(profile) / d for d in OUTPUTS[a.stage])):
             STAGES[a.stage](profile)

@@ -96,6 +96,19 @@ def _quote(s: str) -> str:
     return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+#: config directories every sweep adds to ``hydra.searchpath`` (params.yaml ``searchpath``:
+#: a user's package whose rules ``methods:`` names, e.g. ``pkg://their_pkg.conf``)
+_SEARCHPATH: list[str] = []
+
+
+def use_searchpath(paths: list[str]) -> None:
+    _SEARCHPATH[:] = list(paths)
+
+
+def searchpath_overrides() -> list[str]:
+    return [f"hydra.searchpath=[{','.join(_SEARCHPATH)}]"] if _SEARCHPATH else []
+
+
 def extra_overrides(name: str | None) -> list[str]:
     """What the study adds to a sweep's overrides: no MLflow (``$ASGD_STUDY_NO_MLFLOW``), the
     sweep's name, no progress display."""
@@ -130,6 +143,7 @@ def multirun(
         *overrides,
         *extra,
         *launch,
+        *searchpath_overrides(),
         f"hydra.sweep.dir={sweep_dir}",
         f"hydra.sweep.subdir={subdir}",
     ]

@@ -25,7 +25,12 @@ def load_profile(params_file: Path = PARAMS) -> dict[str, Any]:
         raise StudyError(
             f"params.yaml: unknown profile {name!r}; have {sorted(params['profiles'])}"
         )
-    return {"name": name, **params["profiles"][name]}
+    searchpath = params.get("searchpath") or []
+    if not (isinstance(searchpath, list) and all(isinstance(x, str) for x in searchpath)):
+        raise StudyError(
+            f"params.yaml: searchpath must be a list of config directories, got {searchpath!r}"
+        )
+    return {"name": name, "searchpath": searchpath, **params["profiles"][name]}
 
 
 def results_dir(profile: dict) -> Path:

@@ -27,7 +27,7 @@ def run_sweep(sw: Sweep, tuned: dict, seeds: list[int]) -> list[dict]:
             labels = [lb for lb in g.labels if (sel.get(lb) or {}).get("lr") is not None]
             if not labels:
                 continue
-            lrs = [f"lr_table.{g.method(lb)}={sel[lb]['lr']}" for lb in labels]
+            lrs = [f"++lr_table.{g.method(lb)}={sel[lb]['lr']}" for lb in labels]
             out += multirun(
                 [
                     *sw.common,

@@ -103,7 +103,7 @@ BAD = [
         "objective.dim must be >= 1",
     ),
     (["dataset=none"], "objective 'quadratic' needs data"),
-    (["+lr_table.adam=0.1"], "lr_table has unknown methods ['adam']"),
+    (["+lr_table.asdg=0.1"], "lr_table.asdg is not a method; did you mean lr_table.asgd?"),
     (["lr_table.asgd=-1"], "lr_table.asgd must be a positive finite number, got -1.0"),
 ]
 
