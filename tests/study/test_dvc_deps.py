@@ -16,7 +16,7 @@ import pytest
 
 from pipeline import PROJECT_ROOT
 
-SIMULATED = {"tune", "runs", "paper", "scaling", "nonconvex"}
+SIMULATED = {"tune", "runs", "paper", "scaling", "nonconvex", "hetero"}
 RULES = SIMULATED | {"real"}
 #: file touched -> the stages whose code dependencies change
 CASES = {
@@ -32,6 +32,10 @@ CASES = {
     "models/objectives/quadratic.py": RULES,
     "models/datasets.py": {"data"},
     "conf/optimizer/asgd.yaml": RULES,
+    "pipeline/api.py": RULES,
+    "pipeline/literature/malenia.py": RULES,
+    "pipeline/check_rule.py": set(),
+    "examples/asgd_plugin/asgd_plugin/rule.py": set(),
     "pipeline/tracking/__init__.py": set(),
     "pipeline/ui.py": set(),
     "README.md": set(),

@@ -224,7 +224,7 @@ def test_the_code_digest_changes_with_a_code_file_and_nothing_else(tmp_path):
 
 def test_the_code_paths_are_the_simulated_stages_code_deps():
     stages = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]
-    for name in ("tune", "runs", "paper", "scaling", "nonconvex"):
+    for name in ("tune", "runs", "paper", "scaling", "nonconvex", "hetero"):
         code = {d for d in stages[name]["deps"] if not d.startswith(("data/", "results/"))}
         assert code == set(jobkey.CODE_PATHS), name
 
