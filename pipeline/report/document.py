@@ -76,36 +76,30 @@ def answer(m: dict) -> list[str]:
                 f"the time of the best optimal method ({sig}; theory T_ASGD/T_opt = "
                 f"{fmt_num(last['theory_async_over_opt'], 3)})."
             )
-    nc = m.get("nonconvex", {}).get("ratios", [])
-    acc = [r for r in nc if r["measure"] == "time_to_accuracy" and r["mb_over_async"]]
-    if acc:
-        parts = [
-            f"{r['problem']} {r['cell']}: "
-            f"{link(fmt_num(r['mb_over_async']['mean'], 2) + 'x', r['anchor'])}"
-            + ("" if r["mb_over_async_significant"] else " (not significant)")
-            for r in acc
-        ]
-        out.append(
-            "Non-convex models, minibatch / asynchronous time to the test-accuracy "
-            "target: " + "; ".join(parts) + "."
-        )
-    het = [
-        r
-        for r in m.get("hetero", {}).get("ratios", [])
-        if r["measure"] == "time_to_accuracy" and r["over_asgd"]
-    ]
-    if het:
-        parts = [
-            f"{r['problem']} {r['cell']} {r['label']}: "
-            f"{link(fmt_num(r['over_asgd']['mean'], 2) + 'x', r['anchor'])}"
-            + ("" if r["over_asgd_significant"] else " (not significant)")
-            for r in het
-        ]
-        out.append(
-            "Heterogeneous data, each method's time to the test-accuracy target over "
-            "asynchronous SGD's: " + "; ".join(parts) + "."
-        )
+    nc = [r for r in m.get("nonconvex", {}).get("ratios", []) if r["mb_over_async"]]
+    out += _accuracy_ratios(
+        nc, "mb_over_async", "{problem} {cell}",
+        "Non-convex models, minibatch / asynchronous time to the test-accuracy target: ",
+    )  # fmt: skip
+    het = [r for r in m.get("hetero", {}).get("ratios", []) if r["over_asgd"]]
+    out += _accuracy_ratios(
+        het, "over_asgd", "{problem} {cell} {label}",
+        "Heterogeneous data, each method's time to the test-accuracy target over "
+        "asynchronous SGD's: ",
+    )  # fmt: skip
     return [" ".join(out)] if out else []
+
+
+def _accuracy_ratios(ratios: list[dict], key: str, name: str, lead: str) -> list[str]:
+    """One sentence: each ratio of the times to the test-accuracy target, linked to its row."""
+    parts = [
+        name.format(**r)
+        + f": {link(fmt_num(r[key]['mean'], 2) + 'x', r['anchor'])}"
+        + ("" if r[f"{key}_significant"] else " (not significant)")
+        for r in ratios
+        if r["measure"] == "time_to_accuracy"
+    ]
+    return [lead + "; ".join(parts) + "."] if parts else []
 
 
 def threats(m: dict) -> list[str]:
