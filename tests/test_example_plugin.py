@@ -1,12 +1,8 @@
 """The example plugin (examples/asgd_plugin): a rule and a model from a package of their own,
-written against pipeline.api, configs shipped inside the package. Installed by CI
-(`pip install -e examples/asgd_plugin`, .ci/run); skipped, saying so, where it is not.
-
-The documented route, ``hydra.searchpath=[pkg://asgd_plugin.conf]`` on the command line, is
-refused by the preflight of 0.1.0 (it composes without the ``hydra.*`` overrides): that test
-checks either outcome, and the other command-line runs here use the example's opt-in
-search-path plugin (``ASGD_PLUGIN_SEARCHPATH=1``). In-process compositions pass
-``hydra.searchpath`` themselves.
+written against pipeline.api, configs shipped inside the package and found with
+``hydra.searchpath=[pkg://asgd_plugin.conf]`` on the command line (the preflight composes with
+it), as docs/extending.md shows. Installed by CI (`pip install -e examples/asgd_plugin`,
+.ci/run); skipped, saying so, where it is not.
 """
 
 from __future__ import annotations
@@ -31,8 +27,6 @@ except ImportError:  # pragma: no cover - CI installs it
     )
 
 SEARCHPATH = "hydra.searchpath=[pkg://asgd_plugin.conf]"
-#: the example's opt-in Hydra SearchPathPlugin (examples/asgd_plugin/hydra_plugins)
-PLUGIN_ENV = {"ASGD_PLUGIN_SEARCHPATH": "1"}
 MODEL = "objective.module._target_=asgd_plugin.ResidualMLP"
 
 
@@ -78,34 +72,10 @@ def test_the_rule_and_the_model_use_only_the_public_api():
         assert all(ln.startswith("from pipeline.api import") for ln in imports), imports
 
 
-def preflight_passes_searchpath() -> bool:
-    """Whether this pipeline's preflight composes with ``hydra.searchpath`` (0.1.0 drops every
-    ``hydra.*`` override in pipeline/compose/preflight.py ``_job_overrides``)."""
-    from pipeline.compose.preflight import _job_overrides
-
-    return any("hydra.searchpath" in o for o in _job_overrides([SEARCHPATH])[0][0])
-
-
 def test_the_documented_searchpath_route(tmp_path):
-    """``hydra.searchpath=[pkg://asgd_plugin.conf]`` alone (no opt-in plugin): a run where the
-    preflight passes the search path on; else the preflight's one line, nothing run."""
+    """``hydra.searchpath=[pkg://asgd_plugin.conf]`` on the command line, nothing else: the
+    preflight composes with it and the run of the user's rule and model finishes."""
     out = run_cli(SEARCHPATH, *digits("tracking=none", f"hydra.run.dir={tmp_path}"))
-    if preflight_passes_searchpath():
-        assert out.returncode == 0, out.stderr[-2000:]
-        assert (tmp_path / "summary.json").exists()
-        return
-    assert out.returncode == 2
-    assert out.stderr.strip() == (
-        "error: In 'config': Could not find 'optimizer/delay_capped'; available: "
-        "asgd, asgd_adaptive, asgd_drop, asgd_random, malenia, minibatch, picky, rennala, "
-        "rescaled_asgd, ringmaster"
-    )
-    assert not tmp_path.joinpath("summary.json").exists()
-
-
-def test_a_sim_run_of_the_users_rule_and_model_through_the_command_line(tmp_path):
-    out = run_cli(SEARCHPATH, *digits("tracking=none", f"hydra.run.dir={tmp_path}"),
-                  env=PLUGIN_ENV)  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["method"] == "delay_capped" and summary["status"] == "finished"
@@ -115,9 +85,32 @@ def test_a_sim_run_of_the_users_rule_and_model_through_the_command_line(tmp_path
     assert [e["lr"] for e in events] == pytest.approx([0.1 / (1 + e["delay"] / 4) for e in events])
 
 
+def test_without_the_searchpath_the_rule_is_not_found(tmp_path):
+    out = run_cli(*digits("tracking=none", f"hydra.run.dir={tmp_path}"))
+    assert out.returncode == 2
+    assert out.stderr.strip().startswith(
+        "error: In 'config': Could not find 'optimizer/delay_capped'; available: asgd,"
+    )
+    assert not tmp_path.joinpath("summary.json").exists()
+
+
+def test_the_presets_lr_table_gives_the_rules_stepsize_times_lr_scale():
+    """The rule's YAML has ``lr: null``: its stepsize is the example preset's lr_table entry
+    times lr_scale (what tuning sweeps), and the same preset runs the built-ins it lists."""
+    from pipeline.compose.validate import resolve_lr, validate
+
+    for method, scale, lr in (("delay_capped", 1, 0.1), ("delay_capped", 0.5, 0.05),
+                              ("asgd", 2, 0.2)):  # fmt: skip
+        cfg = compose_plugin("experiment=residual_digits", f"optimizer={method}",
+                             f"lr_scale={scale}")  # fmt: skip
+        validate(cfg)
+        assert cfg.lr_table.delay_capped == 0.1
+        assert resolve_lr(cfg) == pytest.approx(lr)
+
+
 def test_a_typo_in_the_rules_key_is_one_line(tmp_path):
-    out = run_cli(*digits("tracking=none", "optimizer.capp=2", f"hydra.run.dir={tmp_path}"),
-                  env=PLUGIN_ENV)  # fmt: skip
+    out = run_cli(SEARCHPATH, *digits("tracking=none", "optimizer.capp=2",
+                                      f"hydra.run.dir={tmp_path}"))  # fmt: skip
     assert out.returncode == 2
     assert out.stderr.strip() == (
         "error: unknown key optimizer.capp; did you mean optimizer.cap? "
@@ -165,8 +158,9 @@ def test_ordered_rpc_equals_sim(tmp_path, small_data):
 
 
 def test_a_sweep_writes_one_job_per_value(tmp_path, small_data):
-    out = run_cli("-m", *lstsq(small_data, "optimizer.cap=1,4", f"hydra.sweep.dir={tmp_path}"),
-                  env=PLUGIN_ENV)  # fmt: skip
+    out = run_cli(
+        "-m", SEARCHPATH, *lstsq(small_data, "optimizer.cap=1,4", f"hydra.sweep.dir={tmp_path}")
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir() and p.name.isdigit())
     assert [p.name for p in jobs] == ["0", "1"]
@@ -177,9 +171,9 @@ def test_a_sweep_writes_one_job_per_value(tmp_path, small_data):
 def test_the_run_is_logged_to_mlflow_like_a_built_in(tmp_path, small_data, mlflow_uri):
     from pipeline.tracking import client_for
 
-    out = run_cli(*lstsq(small_data, "optimizer.cap=2", f"tracking.uri={mlflow_uri}",
-                         "tracking.enabled=true", f"hydra.run.dir={tmp_path}"),
-                  env=PLUGIN_ENV)  # fmt: skip
+    out = run_cli(SEARCHPATH, *lstsq(small_data, "optimizer.cap=2", f"tracking.uri={mlflow_uri}",
+                                     "tracking.enabled=true",
+                                     f"hydra.run.dir={tmp_path}"))  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
     run = client_for(mlflow_uri).get_run(mlflow_run_id(tmp_path))
     tags, params = run.data.tags, run.data.params
@@ -190,3 +184,15 @@ def test_the_run_is_logged_to_mlflow_like_a_built_in(tmp_path, small_data, mlflo
     assert params["optimizer.cap"] == "2" and params["resolved.cap"] == "2.0"
     assert params["resolved.lr"] == "0.05" and params["n_workers"] == "3"
     assert run.info.run_name.startswith("delay_capped linear n=3 lr=0.05")
+
+
+def test_the_rule_passes_the_conformance_kit():
+    """pipeline.check_rule (CI also runs its command line, with rpc, on ``cap=4``): every check
+    passes, none warns."""
+    from pipeline.check_rule import PASS, assert_conforms
+
+    report = assert_conforms("asgd_plugin.DelayCappedASGD", {"cap": 4}, rpc=False)
+    names = [c.name for c in report.checks]
+    assert {"decision", "delay", "version", "progress", "lost worker", "describe",
+            "updates_per_gradient", "determinism", "plain loop"} <= set(names)  # fmt: skip
+    assert all(c.status == PASS for c in report.checks), report.text()
