@@ -1,5 +1,5 @@
 """Server rules with one defect each, for tests/test_check_rule.py: the conformance kit
-(pipeline/check_rule.py) must catch every one and name the broken invariant."""
+(pipeline/check_rule/) must catch every one and name the broken invariant."""
 
 from __future__ import annotations
 

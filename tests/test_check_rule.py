@@ -1,4 +1,4 @@
-"""The conformance kit for server rules (pipeline/check_rule.py): the project's own rules pass,
+"""The conformance kit for server rules (pipeline/check_rule/): the project's own rules pass,
 rules with one defect each (tests/check_rule_broken.py) are caught with the broken invariant
 named, and the command line answers with the documented exit codes."""
 
