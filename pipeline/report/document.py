@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipeline.report.load import OPTIMAL_MSTAR, OPTIMAL_N, read_json
+from pipeline.report.load import OPTIMAL_MSTAR, OPTIMAL_N, machine, read_json
 from pipeline.report.sections import SECTIONS, Context, Section
 from pipeline.report.text import fmt_num, link
 
@@ -145,6 +145,13 @@ def markdown(ctx: Context, sections: list[Section], profile: str | None) -> str:
     lines = ["# Asynchronous vs minibatch SGD: results", ""]
     if profile:
         lines += [f"Profile `{profile}` of `params.yaml` (`dvc repro`).", ""]
+    if m.get("machine"):
+        mc = m["machine"]
+        lines += [
+            f"Produced on {mc['cpu']}, Python {mc['python']}, torch {mc['torch']}, numpy "
+            f"{mc['numpy']}: a rebuild on the same kind of CPU gives the same bytes.",
+            "",
+        ]
     lines += ["## Answer", "", *answer(m), "", "## Threats to validity", ""]
     lines += [f"- {x}" for x in threats(m)] + [""]
     for sec in sections:
@@ -178,6 +185,7 @@ def build_report(results: Path) -> dict:
     ctx.metrics["target"] = ctx.target
     ctx.metrics["profile"] = profile
     ctx.metrics["answer"] = answer(ctx.metrics)
+    ctx.metrics["machine"] = machine()
     (results / "metrics.json").write_text(
         json.dumps(ctx.metrics, indent=2, sort_keys=True, default=str) + "\n"
     )

@@ -63,3 +63,23 @@ def times_of(runs: list[dict], key: str = "time_to_target") -> list[float] | Non
     """Every seed's value, or None when any seed has none (not reached)."""
     vals = [s.get(key) for s in runs]
     return None if not vals or any(v is None for v in vals) else vals
+
+
+def machine() -> dict[str, str]:
+    """The kind of CPU and the versions the records are produced with: floating-point results
+    are byte-identical between runs on the same kind, not across kinds (the BLAS and vector
+    kernels torch picks differ between, e.g., Intel and AMD processors)."""
+    import platform
+
+    import numpy
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")),
+                       cpu)  # fmt: skip
+    except OSError:
+        pass
+    return {"cpu": cpu, "python": platform.python_version(), "torch": torch.__version__,
+            "numpy": numpy.__version__}  # fmt: skip
