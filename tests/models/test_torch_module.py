@@ -150,3 +150,25 @@ def test_ordered_real_run_equals_the_simulated_one(labelled, tmp_path):
     assert summary["status"] == "finished"
     for f in ("events.csv", "history.csv"):
         assert without_time(tmp_path / "rpc" / f) == without_time(tmp_path / "sim" / f), f
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
+def test_a_user_module_on_cuda_has_the_cpu_gradients(loss, labelled, regression):
+    """objective.device=cuda: the wrapped module, its loss and its batched gradients on the
+    GPU equal the CPU's up to float64 rounding."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    path = labelled if loss == "cross_entropy" else regression
+    _, cpu = objective(path, f"objective.loss={loss}")
+    _, gpu = objective(path, f"objective.loss={loss}", "objective.device=cuda")
+    assert gpu.device.type == "cuda" and gpu.dim == cpu.dim
+    gen = torch.Generator().manual_seed(5)
+    points = cpu.initial_point() + 0.2 * torch.randn(3, cpu.dim, generator=gen,
+                                                     dtype=torch.float64)  # fmt: skip
+    samples = torch.stack([torch.randperm(40, generator=gen)[:8] for _ in range(3)])
+    want = cpu.grad_batch(points, samples)
+    got = gpu.grad_batch(points.cuda(), samples.cuda())
+    torch.testing.assert_close(got.cpu(), want, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(gpu.loss(points[0].cuda()), cpu.loss(points[0]), rtol=1e-10,
+                               atol=1e-12)  # fmt: skip
