@@ -38,7 +38,23 @@ def test_a_step_rewrites_the_weights_of_its_rows():
     core.arrive(2, 1.0)
     assert core.rows[-1][3] == 1.0 and core.open_rows == 1  # provisional until the step
     core.arrive(1, 2.0)
-    assert [r[3] for r in core.rows] == [1.0 / 3, 0.5] and core.open_rows == 0
+    # every other column as it was: (worker, version, delay, weight, step, time)
+    assert core.rows == [(2, 0, 0, 1.0 / 3, False, 1.0), (1, 0, 0, 0.5, True, 2.0)]
+    assert core.open_rows == 0
+
+
+def test_a_lost_worker_s_step_rescales_the_open_step_too():
+    class StepsWhenLost(Halves):
+        def on_worker_lost(self, worker):
+            self.version += 1
+            return Decision(0, 0.0, True, (), (), (2.0, 4.0, 8.0))
+
+    core = Dispatcher(StepsWhenLost(3, 1.0), lambda w, v: None)
+    core.begin()
+    core.arrive(1, 1.0)  # the open step's one row, weight 1
+    d = core.lose(2, 1.5)
+    assert d.step and core.rows == [(1, 0, 0, 4.0, False, 1.0)] and core.open_rows == 0
+    assert core.scale == (2.0, 4.0, 8.0)
 
 
 def test_rows_taken_before_their_step_are_an_error():
@@ -93,3 +109,17 @@ def test_a_lockstep_run_writes_no_checkpoint(tmp_path, small_data, monkeypatch, 
     summary, _ = run_experiment(cfg, tmp_path)
     assert summary["status"] == "finished" and summary["gradients"] == 40
     assert bool(saved) is saves
+
+
+def test_a_lost_worker_without_a_step_leaves_the_open_step_open():
+    class Silent(Halves):
+        def on_worker_lost(self, worker):
+            return Decision(0, 0.0, False)
+
+    core = Dispatcher(Silent(3, 1.0), lambda w, v: None)
+    core.begin()
+    core.arrive(2, 1.0)
+    core.lose(0, 1.5)  # no step: the open step keeps its row
+    assert core.open_rows == 1
+    core.arrive(1, 2.0)
+    assert [r[3] for r in core.rows] == [1.0 / 3, 0.5]

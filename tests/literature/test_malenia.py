@@ -76,3 +76,26 @@ def test_malenia_trace(tmp_path, small_data):
     assert summary["updates"] == 2 and summary["discarded"] == 3
     steps = [i in (6, 14) for i in range(15)]
     assert_iterates(result, reference_iterates(small_data, MALENIA_EVENTS, hand, steps))
+
+
+def test_the_counts_of_a_round_and_its_bound_exactly():
+    """S = 6, n = 2: a step once 1/B_0 + 1/B_1 <= 4/6; three gradients of one worker do not
+    make up for the other's one (1/3 + 1 > 2/3), and versions count every step."""
+    r = MaleniaSGD(2, 1.0, batch=6)
+    assert [r.on_gradient(0, 0).step for _ in range(3)] == [False] * 3
+    assert not r.on_gradient(1, 0).step  # B = (3, 1)
+    assert not r.on_gradient(1, 0).step  # (3, 2): 5/6
+    d = r.on_gradient(1, 0)  # (3, 3): 2/3
+    assert d.step and d.scale == pytest.approx((1 / 6, 1 / 6), rel=1e-15)
+    for v in (1, 2):  # the same round twice more
+        steps = [r.on_gradient(w, v).step for w in (0, 0, 0, 1, 1, 1)]
+        assert steps == [False] * 5 + [True]
+    assert r.version == 3
+    assert MaleniaSGD(2, 1.0, batch=1).batch == 1  # S = 1 is a valid S
+    assert MaleniaSGD(4, 1.0).updates_per_gradient == 0.25  # S = n, no times given
+    assert MaleniaSGD(2, 0.5, batch=3, cancel=True).describe() == {
+        "lr": 0.5, "batch": 3, "cancel": True,
+    }  # fmt: skip
+    d = MaleniaSGD(2, 1.0, cancel=True)
+    d.on_gradient(0, 0)
+    assert d.on_gradient(1, 0).scale == (0.5, 0.5)  # cancel keeps the per-worker factors

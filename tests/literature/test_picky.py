@@ -77,3 +77,14 @@ def test_picky_trace_equals_an_independent_loop(tmp_path, small_data, radius):
     assert lrs == weights
     assert summary["updates"] == len(xs) - 1 and summary["discarded"] == discarded
     assert_iterates(result, xs)
+
+
+def test_a_move_of_exactly_the_radius_is_close_enough_and_discards_are_counted():
+    r = PickySGD(3, 0.5, radius=0.25)
+    r.iterates = Moves({0: 0.25, 1: 0.5})
+    assert r.on_gradient(0, 0).step  # no delay
+    assert r.on_gradient(1, 0).step  # moved exactly the radius: applied
+    assert not r.on_gradient(2, 1).step and not r.on_gradient(0, 1).step
+    assert r.discarded == 2 and r.version == 2
+    assert PickySGD(2, 0.5).radius == 1.0  # the class's default (the YAML's is 0.1)
+    assert r.describe() == {"lr": 0.5, "radius": 0.25}

@@ -57,3 +57,8 @@ def test_a_topology_without_times_is_one_config_error():
         "mean job time tau_i; this topology gives none (choose an emulated topology: "
         "homogeneous, linear, sqrt, ...)"
     )
+
+
+def test_describe_gives_the_range_of_the_stepsizes():
+    r = RescaledASGD(2, 0.6, worker_times=[1.0, 3.0])
+    assert r.describe() == {"lr": 0.6, "weight_min": pytest.approx(0.2), "weight_max": 0.6}
