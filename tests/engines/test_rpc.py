@@ -507,9 +507,15 @@ def test_torchrun_with_a_rank_killed_ends_cleanly(tmp_path, small_data):
         ]  # fmt: skip
         assert len(worker_pid) == 1
         os.kill(worker_pid[0], signal.SIGKILL)
-        proc.communicate(timeout=60)
+        proc.communicate(timeout=HANG_GUARD_S)  # (a hang guard: torchrun's monitor is slow
+        # to notice on a loaded machine)
     finally:
-        if proc.poll() is None:
+        if proc.poll() is None:  # hung: its ranks too, or they would outlive the test
+            for pid in _descendants(proc.pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             proc.kill()
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] in ("killed", "failed")
