@@ -93,12 +93,8 @@ def compare_structure(committed: Path, rebuilt: Path) -> list[str]:
     bits between, e.g., Intel and AMD kernels, and a tuning tie may then go the other way): the
     same files, the same key paths in every JSON file, the same headings in report.md."""
     problems = []
-    for path in sorted(p for p in committed.rglob("*") if p.is_file()):
-        rel = path.relative_to(committed).as_posix()
-        other = rebuilt / rel
-        if not other.is_file():
-            problems.append(f"{rel}: not rebuilt")
-        elif rel.endswith(".json"):
+    for rel, path, other in _pairs(committed, rebuilt, problems):
+        if rel.endswith(".json"):
             a, b = json.loads(path.read_text()), json.loads(other.read_text())
             if _paths(a) != _paths(b):
                 problems.append(f"{rel}: keys {sorted(_paths(a) ^ _paths(b))[:5]} differ")
@@ -106,23 +102,35 @@ def compare_structure(committed: Path, rebuilt: Path) -> list[str]:
             problems.append("report.md: its headings differ")
         elif rel.endswith(".png") and other.read_bytes()[:8] != b"\x89PNG\r\n\x1a\n":
             problems.append(f"{rel}: not a PNG")
-    for path in sorted([*rebuilt.glob("*"), *rebuilt.glob("figures/*")]):
-        rel = path.relative_to(rebuilt).as_posix()
-        if path.is_file() and not (committed / rel).exists():
-            problems.append(f"{rel}: rebuilt but not committed")
-    return problems
+    return problems + _not_committed(committed, rebuilt)
+
+
+def _pairs(committed: Path, rebuilt: Path, problems: list[str]):
+    """(relative path, committed file, rebuilt file) of every committed file; one missing from
+    the rebuild is a problem."""
+    for path in sorted(p for p in committed.rglob("*") if p.is_file()):
+        rel = path.relative_to(committed).as_posix()
+        if (rebuilt / rel).is_file():
+            yield rel, path, rebuilt / rel
+        else:
+            problems.append(f"{rel}: not rebuilt")
+
+
+def _not_committed(committed: Path, rebuilt: Path) -> list[str]:
+    """Top-level files and figures rebuilt but not committed (the record folders are ignored
+    by git: only the top level and the figures are committed)."""
+    return [
+        f"{path.relative_to(rebuilt).as_posix()}: rebuilt but not committed"
+        for path in sorted([*rebuilt.glob("*"), *rebuilt.glob("figures/*")])
+        if path.is_file() and not (committed / path.relative_to(rebuilt)).exists()
+    ]
 
 
 def compare_results(committed: Path, rebuilt: Path) -> list[str]:
     """Every difference between a committed ``results/<profile>/`` (its files as git has them)
     and a rebuilt one, one line each; [] when they agree."""
     problems = []
-    for path in sorted(p for p in committed.rglob("*") if p.is_file()):
-        rel = path.relative_to(committed).as_posix()
-        other = rebuilt / rel
-        if not other.is_file():
-            problems.append(f"{rel}: not rebuilt")
-            continue
+    for rel, path, other in _pairs(committed, rebuilt, problems):
         a, b = path.read_bytes(), other.read_bytes()
         if rel == "metrics.json":
             ma, mb = json.loads(a), json.loads(b)
@@ -144,26 +152,27 @@ def compare_results(committed: Path, rebuilt: Path) -> list[str]:
                 problems.append(f"{rel}: not a PNG")
         elif a != b:
             problems.append(f"{rel}: differs ({len(a)} -> {len(b)} bytes)")
-    # the record folders are ignored by git: only the top level and the figures are committed
-    for path in sorted([*rebuilt.glob("*"), *rebuilt.glob("figures/*")]):
-        rel = path.relative_to(rebuilt).as_posix()
-        if path.is_file() and not (committed / rel).exists():
-            problems.append(f"{rel}: rebuilt but not committed")
-    return problems
+    return problems + _not_committed(committed, rebuilt)
 
 
-def test_compare_results_sees_each_kind_of_difference(tmp_path):
+def _two_copies(tmp_path: Path) -> tuple[Path, Path, list[str]]:
+    """Two copies of the committed results/<profile>/ (its files as git has them)."""
     committed, rebuilt = tmp_path / "committed", tmp_path / "rebuilt"
     tracked = subprocess.run(
         ["git", "ls-files", f"results/{PROFILE}"], cwd=PROJECT_ROOT, capture_output=True,
         text=True, check=True,
     ).stdout.split()  # fmt: skip
-    assert f"results/{PROFILE}/metrics.json" in tracked and len(tracked) > 10
     for rel in tracked:
         for root in (committed, rebuilt):
             dest = root / Path(rel).relative_to(f"results/{PROFILE}")
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(PROJECT_ROOT / rel, dest)
+    return committed, rebuilt, tracked
+
+
+def test_compare_results_sees_each_kind_of_difference(tmp_path):
+    committed, rebuilt, tracked = _two_copies(tmp_path)
+    assert f"results/{PROFILE}/metrics.json" in tracked and len(tracked) > 10
     assert compare_results(committed, rebuilt) == []
 
     # the wall-clock numbers may change, nothing else
@@ -236,16 +245,7 @@ def test_a_fresh_clone_rebuilds_the_committed_quick_profile(tmp_path):
 
 def test_compare_structure_allows_other_numbers_and_sees_the_rest(tmp_path):
     """Across kinds of CPU: numbers may differ; a file, a key or a heading may not."""
-    committed, rebuilt = tmp_path / "committed", tmp_path / "rebuilt"
-    tracked = subprocess.run(
-        ["git", "ls-files", f"results/{PROFILE}"], cwd=PROJECT_ROOT, capture_output=True,
-        text=True, check=True,
-    ).stdout.split()  # fmt: skip
-    for rel in tracked:
-        for root in (committed, rebuilt):
-            dest = root / Path(rel).relative_to(f"results/{PROFILE}")
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(PROJECT_ROOT / rel, dest)
+    committed, rebuilt, _ = _two_copies(tmp_path)
     m = json.loads((rebuilt / "metrics.json").read_text())
     m["target"] = 0.5  # another number
     (rebuilt / "metrics.json").write_text(json.dumps(m))
