@@ -302,13 +302,20 @@ def _signal_run(tmp_path, small_data, mlflow_uri, sig, code):
     assert_no_workers_left(summary)
 
 
+def _ppid(proc_dir: Path) -> int:
+    """A process's parent from /proc/<pid>/stat; its name, in parentheses, may hold spaces and
+    parentheses itself, so the fields are counted after the last ')'."""
+    stat = (proc_dir / "stat").read_text()
+    return int(stat[stat.rindex(")") + 2 :].split()[1])
+
+
 def _children() -> list[int]:
-    me = str(os.getpid())
+    me = os.getpid()
     out = []
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
             try:
-                if (d / "stat").read_text().split()[3] == me:
+                if _ppid(d) == me:
                     out.append(int(d.name))
             except OSError:
                 pass
@@ -531,7 +538,7 @@ def _descendants(pid: int) -> list[int]:
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
             try:
-                kids.setdefault(int((d / "stat").read_text().split()[3]), []).append(int(d.name))
+                kids.setdefault(_ppid(d), []).append(int(d.name))
             except OSError:
                 pass
     out, todo = [], [pid]
