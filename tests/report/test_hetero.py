@@ -19,6 +19,7 @@ from pipeline.report import build_report
 from pipeline.report.cli import main as report_main
 from pipeline.runner import run_experiment
 from tests.conftest import compose_cfg
+from tests.selections import selection
 
 PROBLEM = "digits_label_sorted"
 CELL = "linear"
@@ -26,16 +27,6 @@ HETERO = {"asgd": 0.1, "asgd_random": 0.1, "malenia": 1.0, "rescaled_asgd": 0.2}
 TARGET, ACCURACY = 0.1, 0.9  # F - F* (tuning's target) and test accuracy
 SEEDS = (1, 2, 3)
 COMPARE = {"minibatch": 1.0, "asgd": 0.03, "picky": 0.03}
-
-
-def _sel(lr: float, cap: bool = False) -> dict:
-    return {
-        "lr": lr,
-        "lr_scale": 1.0,
-        "bracketed": not cap,
-        "cap_hit": cap,
-        "grid": [{"lr_scale": s, "lr": lr * s, "status": "finished"} for s in (0.5, 1, 2)],
-    }
 
 
 def build_results(root: Path) -> Path:
@@ -54,7 +45,7 @@ def build_results(root: Path) -> Path:
     tuned = {
         "profile": "test",
         "target": 0.05,
-        "cells": {"sqrt": {m: _sel(lr) for m, lr in COMPARE.items()}},
+        "cells": {"sqrt": {m: selection(lr) for m, lr in COMPARE.items()}},
     }
     (root / "tuned_lr.json").write_text(json.dumps(tuned))
     j = 0
@@ -67,7 +58,7 @@ def build_results(root: Path) -> Path:
             )  # fmt: skip
             run_experiment(cfg, root / "hetero" / PROBLEM / "runs" / CELL / "base" / str(j))
             j += 1
-    cells = {CELL: {m: _sel(lr, cap=m == "malenia") for m, lr in HETERO.items()}}
+    cells = {CELL: {m: selection(lr, cap=m == "malenia") for m, lr in HETERO.items()}}
     sel = {"target": TARGET, "accuracy": ACCURACY, "grad_norm_sq": 0.01, "cells": cells}
     (root / "hetero_lr.json").write_text(
         json.dumps({"profile": "test", "problems": {PROBLEM: sel}})

@@ -23,6 +23,7 @@ from pipeline.runner import run_experiment
 from pipeline.study import Group, Sweep, bracket, multirun, select, tune_sweep
 from tests.conftest import compose_cfg
 from tests.runinfo import mlflow_run_id
+from tests.selections import selection
 
 
 def test_tuning_picks_the_known_best_and_survives_divergence(tmp_path):
@@ -276,14 +277,7 @@ def small_results(tmp_path_factory, small_digits):
             )
             j += 1
 
-    def sel(lr, cap=False):
-        return {
-            "lr": lr,
-            "lr_scale": 1.0,
-            "bracketed": not cap,
-            "cap_hit": cap,
-            "grid": [{"lr_scale": s, "lr": lr * s, "status": "finished"} for s in (0.5, 1, 2)],
-        }
+    sel = selection
 
     tuned = {
         "profile": "test",
