@@ -5,7 +5,9 @@ Stable from 0.1 on: the names below keep their meaning and signatures; everythin
 the MLflow UI, is docs/extending.md; the protocol's semantics are in the docstrings here.
 
 **A method** is a :class:`ServerRule`: ``__init__(self, n_workers, lr, **its_keys)`` and
-``on_gradient(worker, version) -> Decision``. Engines tell a rule "a gradient computed at
+``on_gradient(worker, version) -> Decision``; a method whose decision is a stepsize of the
+worker and the delay alone, the worker going on at once, is a :class:`DelayRule`
+(``weight_for(worker, delay)``), which the event engine schedules in bulk. Engines tell a rule "a gradient computed at
 ``version`` arrived from ``worker``" and carry out its :class:`Decision` in this order: add the
 gradient with coefficient ``weight`` (0 = discard); if ``step``, apply the sum (``scale``: one
 factor per worker, for rules that declare ``scales_steps``); cancel the jobs of the workers in
@@ -33,6 +35,6 @@ from __future__ import annotations
 
 from models.objectives.base import DataObjective, Objective
 from models.objectives.modules import ModuleObjective
-from pipeline.core.methods.base import Decision, IterateView, ServerRule
+from pipeline.core.methods.base import Decision, DelayRule, IterateView, ServerRule
 
-__all__ = ["DataObjective", "Decision", "IterateView", "ModuleObjective", "Objective", "ServerRule"]
+__all__ = ["DataObjective", "Decision", "DelayRule", "IterateView", "ModuleObjective", "Objective", "ServerRule"]

@@ -13,6 +13,12 @@
 Every file has its header from the first moment. Rows are buffered and appended in chunks, by
 count and by time (at most :data:`FLUSH_SECONDS` apart), so a run killed mid-way, even by
 SIGKILL, keeps every row up to about that long before the kill.
+
+A long run's event rows are formatted and written by a child process
+(:mod:`pipeline.core.eventwriter`, from the :data:`WRITER_ROWS`-th row on), so the formatting,
+most of a fast simulation's cost, runs beside the run on a second core. The file is the same
+byte for byte; the child writes every row it was handed before it ends, also when the run's
+process dies (it ends when its input closes), and a checkpoint waits until the rows are on disk.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ import csv
 import json
 import math
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -31,6 +39,7 @@ EVENT_COLUMNS = ("worker", "version", "delay", "applied", "lr", "time")
 HISTORY_COLUMNS = ("update", "gradients", "time", "loss", "suboptimality")
 SUMMARY_FILE, RUN_FILE = "summary.json", "run.json"
 FLUSH_SECONDS = 1.0  # rows reach the files at most this long after they were handed over
+WRITER_ROWS = 1 << 16  # a run that has handed over this many event rows gets a writer process
 
 
 def _floats(a: np.ndarray) -> list[str]:
@@ -42,6 +51,85 @@ def _floats(a: np.ndarray) -> list[str]:
             text = {v: repr(v) for v in distinct}
             return [text[v] for v in values]
     return repr(values)[1:-1].split(", ")
+
+
+def format_events(W, V, D, LR, T) -> str:
+    """Event rows as the lines of events.csv (columns as arrays; ``applied`` is LR != 0)."""
+    cols = [W.tolist(), V.tolist(), D.tolist(), (LR != 0).astype(np.int8).tolist()]
+    strs = [repr(c)[1:-1].split(", ") for c in cols]
+    strs.append(_floats(LR))
+    strs.append(_floats(T))
+    return "\n".join(map(",".join, zip(*strs, strict=True))) + "\n"
+
+
+class EventWriter:
+    """The child process that formats and appends event rows to ``path``
+    (:mod:`pipeline.core.eventwriter`); rows go to it as raw arrays through a pipe."""
+
+    def __init__(self, path: Path):
+        root = str(Path(__file__).resolve().parents[2])  # the package's root, for the child
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        self.proc = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", "pipeline.core.eventwriter", str(path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+
+    def _send(self, data: bytes) -> None:
+        try:
+            self.proc.stdin.write(data)
+        except (BrokenPipeError, ValueError, OSError):
+            self._failed()
+
+    def write(self, W, V, D, LR, T) -> None:
+        m = len(W)
+        header = np.array([0, m], dtype=np.int64).tobytes()
+        body = b"".join(
+            np.ascontiguousarray(c, dtype=dt).tobytes()
+            for c, dt in ((W, np.int64), (V, np.int64), (D, np.int64), (LR, np.float64),
+                          (T, np.float64))
+        )  # fmt: skip
+        self._send(header + body)
+        try:
+            self.proc.stdin.flush()
+        except (BrokenPipeError, ValueError, OSError):
+            self._failed()
+
+    def sync(self) -> int:
+        """Waits until every row handed over is on disk; returns the file's size."""
+        self._send(np.array([1, 0], dtype=np.int64).tobytes())
+        try:
+            self.proc.stdin.flush()
+        except (BrokenPipeError, ValueError, OSError):
+            self._failed()
+        size = self.proc.stdout.read(8)
+        if len(size) != 8:
+            self._failed()
+        return int(np.frombuffer(size, dtype=np.int64)[0])
+
+    def close(self) -> None:
+        """Every row handed over written; the child gone."""
+        try:
+            self.proc.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass
+        code = self.proc.wait()
+        if code != 0:
+            self._failed()
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+
+    def _failed(self):
+        self.proc.kill()
+        self.proc.wait()
+        err = self.proc.stderr.read().decode(errors="replace").strip().splitlines()
+        raise RuntimeError(
+            f"the events writer (pid {self.proc.pid}) exited with {self.proc.returncode}"
+            + (f": {err[-1]}" if err else "")
+        )
 
 
 def _fmt(v) -> str:
@@ -77,6 +165,8 @@ class RunRecorder:
         self._flushed_at = self._history_flushed_at = time.monotonic()
         self.on_history = on_history
         self.n_events = 0
+        self._handed = 0  # event rows handed over by this recorder (the writer's threshold)
+        self._writer: EventWriter | None = None
         self.n_applied = 0
         self.max_delay = 0
         self.sum_delay = 0
@@ -127,14 +217,23 @@ class RunRecorder:
         self.sum_delay += int(D.sum())
         self.n_applied += int(applied.sum())
         self.n_events += m
-        cols = [W.tolist(), V.tolist(), D.tolist(), applied.astype(np.int8).tolist()]
-        strs = [repr(c)[1:-1].split(", ") for c in cols]
-        strs.append(_floats(LR))
-        strs.append(_floats(T))
-        self._events_file.write("\n".join(map(",".join, zip(*strs, strict=True))) + "\n")
+        self._handed += m
+        if self._writer is None and self._handed >= WRITER_ROWS:
+            self.start_writer()
+        if self._writer is not None:
+            self._writer.write(W, V, D, LR, T)
+        else:
+            self._events_file.write(format_events(W, V, D, LR, T))
         self._events_file.flush()
         self._history_file.flush()  # rows evaluated up to these events
         self._flushed_at = self._history_flushed_at = time.monotonic()
+
+    def start_writer(self) -> None:
+        """Event rows from now on go to a writer process (a run that will be long starts it
+        before its first rows, so that the child is ready when they come)."""
+        if self._writer is None and not self._closed:
+            self._events_file.flush()  # the child appends after what this process wrote
+            self._writer = EventWriter(self.outdir / "events.csv")
 
     def history(self, row: dict) -> None:
         """Write an evaluated row; it is ``last_history`` only once it is written (a signal in
@@ -159,7 +258,8 @@ class RunRecorder:
         """Everything written so far, flushed, and the counters: where a resumed run goes on."""
         self.flush_history()
         self._events_file.flush()
-        return {"events_bytes": self._events_file.tell(),
+        size = self._writer.sync() if self._writer is not None else self._events_file.tell()
+        return {"events_bytes": size,
                 "history_bytes": self._history_file.tell(),
                 "n_events": self.n_events, "n_applied": self.n_applied,
                 "max_delay": self.max_delay, "sum_delay": self.sum_delay,
@@ -178,6 +278,8 @@ class RunRecorder:
         finally:
             self._events_file.close()
             self._history_file.close()
+            if self._writer is not None:
+                self._writer.close()
 
 
 def _json_safe(v):

@@ -106,19 +106,24 @@ class JobTimes:
     def n_workers(self) -> int:
         return len(self._tau_list)
 
-    def _refill(self, worker: int) -> list[float]:
+    def _rng(self, worker: int) -> np.random.Generator:
         rng = self._rngs[worker]
         if rng is None:
-            rng = stream(self.seed, TIMES, worker)
-            self._rngs[worker] = rng
+            rng = self._rngs[worker] = stream(self.seed, TIMES, worker)
+        return rng
+
+    def draw_block(self, rng: np.random.Generator, worker: int, size: int) -> np.ndarray:
+        """The next ``size`` durations of ``worker`` from its stream ``rng`` (any split of a
+        stream into blocks gives the same durations: each is drawn on its own, in order)."""
         tau = self._tau_list[worker]
         if self.noise == "exponential":
-            block = tau * rng.standard_exponential(self._BLOCK)
-        elif self.noise == "gamma":
-            block = rng.gamma(self.gamma_shape, tau / self.gamma_shape, self._BLOCK)
-        else:  # halfnormal
-            block = tau + np.abs(rng.standard_normal(self._BLOCK)) * (self.jitter * tau)
-        out = block[::-1].tolist()
+            return tau * rng.standard_exponential(size)
+        if self.noise == "gamma":
+            return rng.gamma(self.gamma_shape, tau / self.gamma_shape, size)
+        return tau + np.abs(rng.standard_normal(size)) * (self.jitter * tau)  # halfnormal
+
+    def _refill(self, worker: int) -> list[float]:
+        out = self.draw_block(self._rng(worker), worker, self._BLOCK)[::-1].tolist()
         self._blocks[worker] = out
         return out
 
@@ -143,6 +148,54 @@ class JobTimes:
         if not block:
             block = self._refill(worker)
         return block.pop()
+
+
+
+class BulkDraws:
+    """Durations for many workers at once, the same as :meth:`JobTimes.next` gives one by one
+    (each worker's own stream, in order): a block of ``block`` durations per worker, refilled
+    from the worker's stream when a call needs more than the block holds."""
+
+    def __init__(self, times: JobTimes, block: int = 32):
+        n = times.n_workers
+        self.times = times
+        self.block = block
+        self.constant = times.noise == "none"
+        self.taus = times.taus
+        self._rngs: list[np.random.Generator | None] = [None] * n
+        if not self.constant:
+            self.buf = np.empty((n, block))
+            self.pos = np.full(n, block, dtype=np.int64)  # next unused slot of each block
+
+    def columns(self, workers: np.ndarray, counts: np.ndarray):
+        """The next ``counts[i]`` durations of each of ``workers[i]`` (distinct workers, counts
+        in decreasing order, 1 <= counts <= block), as columns: yields, for j = 0, 1, ..., the
+        j-th duration of each worker that draws more than j (a prefix of ``workers``)."""
+        width = int(counts[0]) if len(counts) else 0
+        # how many workers draw more than j: a prefix, counts being decreasing
+        sizes = np.searchsorted(-counts, -np.arange(width), side="left").tolist()
+        if self.constant:
+            taus = self.taus[workers]
+            for a in sizes:
+                yield taus[:a]
+            return
+        buf, pos, block = self.buf, self.pos, self.block
+        refill = workers[pos[workers] + counts > block]
+        if len(refill):
+            times, rngs = self.times, self._rngs
+            for w in refill.tolist():
+                p = int(pos[w])
+                rest = block - p
+                buf[w, :rest] = buf[w, p:]
+                rng = rngs[w]
+                if rng is None:
+                    rng = rngs[w] = stream(times.seed, TIMES, w)
+                buf[w, rest:] = times.draw_block(rng, w, block - rest)
+                pos[w] = 0
+        at = pos[workers]
+        for j, a in enumerate(sizes):
+            yield buf[workers[:a], at[:a] + j]
+        pos[workers] += counts
 
 
 def harmonic_prefix(taus: Sequence[float]) -> np.ndarray:

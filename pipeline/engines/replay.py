@@ -82,37 +82,35 @@ class Replay:
 
     completed = 0  # rows of the chunk being replayed that are done
 
-    def run(self, rows: list[tuple], seqs: list[int], done: int, in_flight: set[int]):
-        """Replay a chunk's rows; returns the index of the row at which the run diverged.
-        ``completed`` says how many rows are replayed (and ``x``, ``version`` are theirs),
-        also when a signal interrupts."""
+    def run(self, cols: tuple, seqs: np.ndarray, done: int, in_flight: set[int]):
+        """Replay a chunk's rows, given as columns (W, V, D, WT, ST, T); returns the index of
+        the row at which the run diverged. ``completed`` says how many rows are replayed (and
+        ``x``, ``version`` are theirs), also when a signal interrupts."""
         self.completed = 0
-        if not rows:
-            self._cols = tuple(np.zeros(0) for _ in range(5))
-            return None
-        a = np.array(rows, dtype=np.float64)  # one conversion; versions are exact below 2**53
-        W, V, D = (a[:, j].astype(np.int64) for j in range(3))
-        WT, ST, T = a[:, 3], a[:, 4].astype(bool), a[:, 5]
+        W, V, D, WT, ST, T = cols
         self._cols = (W, V, D, WT, T)
-        S = np.array(seqs)
+        if not len(W):
+            return None
+        S = seqs
         applied = WT != 0
         if self.batched:
             return self._batched(W, V, WT, ST, T, S, applied, done, in_flight)
-        return self._one_by_one(rows, S, applied, done, in_flight)
+        return self._one_by_one(cols, S, applied, done, in_flight)
 
-    def _one_by_one(self, rows, S, applied, done, in_flight):
+    def _one_by_one(self, cols, S, applied, done, in_flight):
         """Each arrival's gradient and each step in turn (where a gradient costs more than the
         loop around it)."""
         grad, control = self.objective.grad, self.control
+        W, V, _, WT, ST, T = cols
+        rows = zip(W.tolist(), V.tolist(), WT.tolist(), ST.tolist(), T.tolist(), strict=True)
         A = np.flatnonzero(applied).tolist()
         last_use: dict[int, int] = {}  # the last row of this chunk that needs each version
-        for i in A:
-            last_use[rows[i][1]] = i
+        for i, v in zip(A, V[A].tolist(), strict=True):
+            last_use[v] = i
         keep_later = last_use.keys() | in_flight
         seqs = S.tolist()
         if self.random_access and A:
-            W = np.array([rows[i][0] for i in A])
-            samples = dict(zip(A, self.objective.samples_at(W, S[A]).unbind(0), strict=True))
+            samples = dict(zip(A, self.objective.samples_at(W[A], S[A]).unbind(0), strict=True))
         else:
             samples = None
         samplers, drawn = self.samplers, self.drawn
@@ -124,7 +122,7 @@ class Replay:
         # what is replayed so far, row by row: a signal may land anywhere in a row
         x_done, version_done, buf_done, rows_done = x, version, buf, 0
         try:
-            for i, (w, v, _, weight, step, t) in enumerate(rows):
+            for i, (w, v, weight, step, t) in enumerate(rows):
                 if weight:
                     if samples is not None:
                         z = samples[i]

@@ -27,8 +27,10 @@ from __future__ import annotations
 import math
 from heapq import heappop, heappush, heapreplace
 
+import numpy as np
 import torch
 
+from pipeline.core.records import WRITER_ROWS
 from pipeline.engines.base import (
     BY_EXHAUSTION,
     BY_FAILURE,
@@ -39,18 +41,24 @@ from pipeline.engines.base import (
     RunControl,
     RunResult,
 )
+from pipeline.engines.bulk import BulkSchedule, bulk_applies
 from pipeline.engines.dispatch import Dispatcher
 from pipeline.engines.replay import Replay
 
 CHUNK_EVENTS = 1 << 16
 CHUNK_BYTES = 64 << 20  # a chunk's iterates and gradients stay under this (large models)
+#: schedule in bulk where the rule allows it (False: every run one event at a time, the
+#: reference the bulk schedule is tested against)
+BULK = True
 
 
 class SimEngine:
     name = "sim"
     time_kind = "simulated"
 
-    def __init__(self, exp, control: RunControl, trace_iterates: bool = False):
+    def __init__(
+        self, exp, control: RunControl, trace_iterates: bool = False, bulk: bool | None = None
+    ):
         n = exp.rule.n
         self.exp = exp
         self.rule = exp.rule
@@ -71,15 +79,21 @@ class SimEngine:
             self.replay.batched = False
             self.rule.iterates = SimIterates(self.replay)
         self.checkpoints = Checkpoints()  # the runner's, where the run has a folder
+        #: the schedule in bulk (:mod:`pipeline.engines.bulk`) where the rule allows it
+        self.bulk = (BULK if bulk is None else bulk) and not self.lockstep and bulk_applies(self.rule, self.times)
 
     @classmethod
     def create(cls, exp, control: RunControl, trace_iterates: bool = False) -> SimEngine:
         return cls(exp, control, trace_iterates)
 
     def schedule(self):
-        """The schedule, chunk by chunk: yields ``(rows, seqs, in_flight, stopped_by, now)``
-        (rows as the core writes them, each arrival's sample number, the versions of the jobs
-        in flight after the chunk; ``stopped_by`` and ``now`` once the run's schedule ends)."""
+        """The schedule, chunk by chunk: yields ``(cols, seqs, in_flight, stopped_by, now)``
+        (the rows as columns, :func:`columns`; each arrival's sample number, the versions of
+        the jobs in flight after the chunk; ``stopped_by`` and ``now`` once the run's schedule
+        ends). In bulk where the rule allows it, else one event at a time through the core."""
+        if self.bulk:
+            yield from self._bulk_schedule()
+            return
         rule, control = self.rule, self.control
         draw = self.times.drawer()
         n = rule.n
@@ -150,7 +164,33 @@ class SimEngine:
                 in_flight.update(r[1] for r in core.rows)
                 rows, seqs = rows[:cut], seqs[:cut]
             done += len(rows)
-            yield rows, seqs, in_flight, stopped_by, now
+            yield columns(rows), np.array(seqs, dtype=np.int64), in_flight, stopped_by, now
+            if stopped_by is not None:
+                return
+
+    def _bulk_schedule(self):
+        """:meth:`schedule` for a rule scheduled in bulk: the same chunks."""
+        control = self.control
+        bulk = self.core = BulkSchedule(self.rule, self.times)
+        budget_g = control.budget_gradients if control.budget_gradients is not None else -1
+        budget_t = control.budget_time if control.budget_time is not None else math.inf
+        now, done = 0.0, 0
+        while True:
+            room = self.chunk if budget_g < 0 else min(self.chunk, budget_g - done)
+            W, T, S = bulk.arrivals(room, budget_t) if room else (np.zeros(0, np.int64),) * 3
+            V, D, WT, ST = bulk.decide(W)
+            stopped_by = None
+            if len(W):
+                now = float(T[-1])
+            if len(W) < room:  # fewer than asked: the time is up, or no worker runs
+                if bulk.started.any():
+                    now, stopped_by = budget_t, BY_TIME
+                else:
+                    stopped_by = BY_EXHAUSTION
+            if budget_g >= 0 and done + len(W) == budget_g:
+                stopped_by = BY_GRADIENTS
+            done += len(W)
+            yield (W, V, D, WT, ST, T), S, bulk.in_flight(), stopped_by, now
             if stopped_by is not None:
                 return
 
@@ -163,6 +203,9 @@ class SimEngine:
         status, stopped_by, now, done = "failed", BY_EXHAUSTION, 0.0, 0
         resumed = checkpoints.loaded
         skip = 0  # a resumed run: the chunks its records hold (the schedule runs through them)
+        budget = control.budget_gradients
+        if budget is None or budget >= WRITER_ROWS:
+            self.recorder.start_writer()  # a long run: its rows are formatted beside it
         if resumed is None:
             control.start(replay.x)
         else:
@@ -176,23 +219,23 @@ class SimEngine:
             skip, done = resumed["chunks"], resumed["done"]
             replay.load_state(resumed["replay"])
             control.load_state(resumed["control"], done)
-        rows: list = []
+        cols: tuple = ()
         replaying = False
         chunks = 0
         try:
-            for rows, seqs, in_flight, stopped_by, now in self.schedule():
+            for cols, seqs, in_flight, stopped_by, now in self.schedule():
                 chunks += 1
                 if chunks <= skip:
                     continue
                 replay.completed = 0  # a signal may land before the replay says so itself
                 replaying = True
-                diverged_at = replay.run(rows, seqs, done, in_flight)
-                keep = len(rows) if diverged_at is None else diverged_at + 1
+                diverged_at = replay.run(cols, seqs, done, in_flight)
+                keep = len(seqs) if diverged_at is None else diverged_at + 1
                 self.recorder.write_columns(replay.columns(keep))
                 replaying = False
                 done += keep
                 if diverged_at is not None:
-                    stopped_by, now = None, rows[diverged_at][5]
+                    stopped_by, now = None, float(cols[5][diverged_at])
                     break
                 if stopped_by is None and not self.lockstep and checkpoints.due():
                     checkpoints.save(self.state(chunks, done))
@@ -206,12 +249,11 @@ class SimEngine:
             if replaying and replay.completed:
                 self.recorder.write_columns(replay.columns(replay.completed))
                 done += replay.completed
-                now = rows[replay.completed - 1][5]
+                now = float(cols[5][replay.completed - 1])
             raise
         finally:
             # a run that diverged ends at that row: so do its counts
-            core = getattr(self, "core", None)
-            cancelled = sum(r < done for r in self.cancels) if core else 0
+            cancelled = sum(r < done for r in self.cancels)
             self.control.finish(
                 replay.x,
                 replay.version,
@@ -240,6 +282,16 @@ class SimEngine:
             if q:
                 out.update(q)
         return out
+
+
+def columns(rows: list[tuple]) -> tuple:
+    """Rows ``(worker, version, delay, weight, step, time)`` as arrays (W, V, D, WT, ST, T)."""
+    if not rows:
+        e = np.zeros(0, dtype=np.int64)
+        return e, e, e, np.zeros(0), np.zeros(0, dtype=bool), np.zeros(0)
+    a = np.array(rows, dtype=np.float64)  # one conversion; versions are exact below 2**53
+    W, V, D = (a[:, j].astype(np.int64) for j in range(3))
+    return W, V, D, a[:, 3], a[:, 4].astype(bool), a[:, 5]
 
 
 class SimIterates:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pipeline.api import Decision, ServerRule
+from pipeline.api import DelayRule
 
 
-class RescaledASGD(ServerRule):
+class RescaledASGD(DelayRule):
     """Asynchronous SGD whose stepsize for worker i is proportional to its mean job time tau_i:
     x_{k+1} = x_k - lr * (tau_i / tau_max) * g_i, applied on arrival, whatever the delay.
     Worker i arrives about 1/tau_i times per unit of time, so every worker moves the iterate by
@@ -28,10 +28,8 @@ class RescaledASGD(ServerRule):
         top = max(taus)
         self.weights = [self.lr * t / top for t in taus]
 
-    def on_gradient(self, worker: int, version: int) -> Decision:
-        delay = self.version - version
-        self.version += 1
-        return Decision(delay, self.weights[worker], True, self.solo[worker])
+    def weight_for(self, worker: int, delay: int) -> float:
+        return self.weights[worker]
 
     def describe(self) -> dict[str, object]:
         return {"lr": self.lr, "weight_min": min(self.weights), "weight_max": max(self.weights)}

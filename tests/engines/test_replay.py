@@ -318,14 +318,14 @@ def test_memory_holds_only_referenced_iterates(small_data, tmp_path, batched):
     held, rows_held, spans = [], [], []
     replay = eng.replay.run
 
-    def probe(rows, seqs, done, in_flight):
-        assert len(rows) <= 100
+    def probe(cols, seqs, done, in_flight):
+        assert len(cols[0]) <= 100
         before = eng.replay.version
-        out = replay(rows, seqs, done, in_flight)
+        out = replay(cols, seqs, done, in_flight)
         held.append(len(eng.replay.store))
         if batched:
             rows_held.append(eng.replay.ring.shape[0])
-            oldest = min([before, *in_flight, *(r[1] for r in rows if r[3])])
+            oldest = min([before, *in_flight, *cols[1][cols[3] != 0].tolist()])
             spans.append(eng.replay.version - oldest + 1)
         return out
 

@@ -3,12 +3,12 @@ rules."""
 
 from __future__ import annotations
 
-from pipeline.core.methods.base import Decision, ServerRule
+from pipeline.core.methods.base import DelayRule
 
 STEPSIZES = ("constant", "adaptive", "drop")
 
 
-class AsyncSGD(ServerRule):
+class AsyncSGD(DelayRule):
     """Every arriving gradient is applied at once (unless its stepsize is 0) and its worker gets
     the new iterate. Stepsize for delay tau:
 
@@ -18,6 +18,7 @@ class AsyncSGD(ServerRule):
     """
 
     name = "asgd"
+    per_worker = False
 
     def __init__(
         self,
@@ -34,23 +35,12 @@ class AsyncSGD(ServerRule):
         self.stepsize = stepsize
         self.threshold = n_workers if threshold is None else int(threshold)
 
-    def stepsize_for(self, delay: int) -> float:
+    def weight_for(self, worker: int, delay: int) -> float:
         if self.stepsize == "constant":
             return self.lr
         if self.stepsize == "adaptive":
             return self.lr if delay <= self.n else self.lr * self.n / delay
         return self.lr if delay <= self.threshold else 0.0
-
-    def _next_jobs(self, worker: int) -> tuple[int, ...]:
-        return self._solo[worker]
-
-    def on_gradient(self, worker: int, version: int) -> Decision:
-        delay = self.version - version
-        weight = self.stepsize_for(delay)
-        if weight:
-            self.version += 1
-            return Decision(delay, weight, True, self._next_jobs(worker))
-        return Decision(delay, 0.0, False, self._next_jobs(worker))
 
     def describe(self) -> dict[str, object]:
         out: dict[str, object] = {"lr": self.lr, "stepsize": self.stepsize}

@@ -27,6 +27,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, NamedTuple, Protocol
 
+import numpy as np
+
 
 class Decision(NamedTuple):
     delay: int
@@ -99,3 +101,52 @@ class ServerRule(ABC):
     def describe(self) -> dict[str, object]:
         """Resolved hyper-parameters, for records and tracking."""
         return {"lr": self.lr}
+
+
+class DelayRule(ServerRule):
+    """A rule whose every decision is a stepsize of the arrival's worker and delay alone: the
+    gradient is applied with ``weight_for(worker, delay)`` (0 = discarded), a nonzero weight is
+    a step of its own, and the worker goes on at once at the new version (nothing cancelled,
+    nothing queued). Asynchronous SGD and its stepsize rules are of this kind.
+
+    Such a rule's schedule is a merge of the workers' own streams of job times, so the event
+    engine computes it in bulk, a chunk of arrivals at a time, with the same rows as one event
+    at a time (:mod:`pipeline.engines.bulk`). It asks :meth:`weights_for` for a chunk's
+    weights; ``weight_for`` must then be a function of its arguments and the rule's constants
+    (no state, no randomness). A rule whose weight does not depend on the worker says so with
+    ``per_worker = False`` (the weights are computed once per distinct delay)."""
+
+    #: the worker goes on at once after every arrival (a subclass that assigns otherwise
+    #: sets it False and overrides ``_next_jobs``)
+    goes_on: bool = True
+    #: whether ``weight_for`` depends on the worker
+    per_worker: bool = True
+
+    @abstractmethod
+    def weight_for(self, worker: int, delay: int) -> float:
+        """The coefficient of a gradient from ``worker`` with this delay (0: discarded)."""
+
+    def weights_for(self, workers: np.ndarray, delays: np.ndarray) -> np.ndarray:
+        """``weight_for`` of each (worker, delay) pair, as float64, each distinct pair (or
+        delay, without ``per_worker``) computed once."""
+        f = self.weight_for
+        if self.per_worker:
+            keys = delays.astype(np.int64) * self.n + workers
+            u, inv = np.unique(keys, return_inverse=True)
+            n = self.n
+            vals = [f(int(k % n), int(k // n)) for k in u.tolist()]
+        else:
+            u, inv = np.unique(delays, return_inverse=True)
+            vals = [f(0, d) for d in u.tolist()]
+        return np.array(vals, dtype=np.float64)[inv]
+
+    def _next_jobs(self, worker: int) -> tuple[int, ...]:
+        return self._solo[worker]
+
+    def on_gradient(self, worker: int, version: int) -> Decision:
+        delay = self.version - version
+        weight = self.weight_for(worker, delay)
+        if weight:
+            self.version += 1
+            return Decision(delay, weight, True, self._next_jobs(worker))
+        return Decision(delay, 0.0, False, self._next_jobs(worker))

@@ -14,6 +14,7 @@ class RandomAssignmentASGD(AsyncSGD):
     order, so n jobs stay in flight and each worker contributes equally in expectation."""
 
     name = "asgd_random"
+    goes_on = False  # the server draws who goes on
     _BLOCK = 4096
 
     def __init__(

@@ -29,9 +29,9 @@ def test_adaptive_stepsize_is_exactly_lr_up_to_delay_n():
     r = AsyncSGD(3, 0.1, "adaptive")
     for v in range(3):
         r.on_gradient(0, v)  # k = 3
-    assert r.stepsize_for(3) == 0.1  # not 0.1 * 3 / 3, which rounds to 0.10000000000000002
+    assert r.weight_for(0, 3) == 0.1  # not 0.1 * 3 / 3, which rounds to 0.10000000000000002
     assert r.on_gradient(1, 0) == Decision(3, 0.1, True, (1,))
-    assert r.stepsize_for(4) == 0.1 * 3 / 4
+    assert r.weight_for(0, 4) == 0.1 * 3 / 4
 
 
 def test_drop_with_threshold_0_applies_only_fresh_gradients():
