@@ -9,7 +9,8 @@ its standard input, each a header of two int64 (kind, m):
 
 A thread reads the messages as they come (a run does not wait for the formatting); the rows
 are written in the order they were sent. It ends when its input closes, after writing every row it was sent, so the rows of a run that
-dies are on disk. It ignores SIGINT and SIGTERM: a Ctrl-C or a signal to the run's process
+dies are on disk; it holds the file's lock (``flock``) until then, so that a resumed run waits
+for it before it cuts the file back. It ignores SIGINT and SIGTERM: a Ctrl-C or a signal to the run's process
 group reaches the run, which closes the pipe when it is done with its records.
 
     python -m pipeline.core.eventwriter PATH
@@ -17,6 +18,7 @@ group reaches the run, which closes the pipe when it is done with its records.
 
 from __future__ import annotations
 
+import fcntl
 import queue
 import signal
 import sys
@@ -63,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     messages: queue.Queue = queue.Queue()
     threading.Thread(target=_reader, args=(sys.stdin.buffer, messages), daemon=True).start()
     with open(argv[0], "a", newline="") as out:
+        fcntl.flock(out, fcntl.LOCK_EX)  # held until it ends (records.wait_for_writer)
         while True:
             msg = messages.get()
             if msg is None:

@@ -54,6 +54,7 @@ CODE_PATHS = (
     "pipeline/core",
     "pipeline/engines/__init__.py",
     "pipeline/engines/base.py",
+    "pipeline/engines/bulk.py",
     "pipeline/engines/dispatch.py",
     "pipeline/engines/sim.py",
     "pipeline/engines/replay.py",

@@ -24,6 +24,7 @@ process dies (it ends when its input closes), and a checkpoint waits until the r
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
 import math
 import os
@@ -40,6 +41,30 @@ HISTORY_COLUMNS = ("update", "gradients", "time", "loss", "suboptimality")
 SUMMARY_FILE, RUN_FILE = "summary.json", "run.json"
 FLUSH_SECONDS = 1.0  # rows reach the files at most this long after they were handed over
 WRITER_ROWS = 1 << 16  # a run that has handed over this many event rows gets a writer process
+WRITER_WAIT = 120.0  # seconds a recorder waits for an earlier run's writer to finish the file
+
+
+def wait_for_writer(path: Path, timeout: float = WRITER_WAIT) -> None:
+    """Wait until no writer process holds ``path`` (it holds the file's lock while it writes:
+    the writer of a run that was killed goes on until it has written every row it got, and a
+    resumed run must not cut the file before that)."""
+    if not path.exists():
+        return
+    deadline = time.monotonic() + timeout
+    with open(path, "rb") as f:
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"{path} is still being written by another run's events writer after "
+                        f"{timeout:.0f} s"
+                    ) from None
+                time.sleep(0.05)
+                continue
+            fcntl.flock(f, fcntl.LOCK_UN)
+            return
 
 
 def _floats(a: np.ndarray) -> list[str]:
@@ -172,6 +197,7 @@ class RunRecorder:
         self.sum_delay = 0
         self.last_history: dict | None = None
         events, history = self.outdir / "events.csv", self.outdir / "history.csv"
+        wait_for_writer(events)
         if resume is not None:
             for k in ("n_events", "n_applied", "max_delay", "sum_delay", "last_history"):
                 setattr(self, k, resume[k])
@@ -228,9 +254,14 @@ class RunRecorder:
         self._history_file.flush()  # rows evaluated up to these events
         self._flushed_at = self._history_flushed_at = time.monotonic()
 
+    def expect(self, rows: int | None) -> None:
+        """The run will hand over about ``rows`` event rows (None: not known): a long run
+        starts its writer process now, so that the child is ready when the first rows come."""
+        if rows is None or rows >= WRITER_ROWS:
+            self.start_writer()
+
     def start_writer(self) -> None:
-        """Event rows from now on go to a writer process (a run that will be long starts it
-        before its first rows, so that the child is ready when they come)."""
+        """Event rows from now on go to a writer process."""
         if self._writer is None and not self._closed:
             self._events_file.flush()  # the child appends after what this process wrote
             self._writer = EventWriter(self.outdir / "events.csv")

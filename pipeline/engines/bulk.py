@@ -175,6 +175,6 @@ class BulkSchedule:
         rule.version = version
         return V, D, WT, ST
 
-    def in_flight(self) -> set[int]:
-        """Versions of the jobs running now (every started worker has one)."""
-        return set(np.unique(self.jobv[self.started]).tolist())
+    def in_flight(self) -> np.ndarray:
+        """The version of each job running now (every started worker has one)."""
+        return self.jobv[self.started]

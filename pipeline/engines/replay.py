@@ -82,9 +82,11 @@ class Replay:
 
     completed = 0  # rows of the chunk being replayed that are done
 
-    def run(self, cols: tuple, seqs: np.ndarray, done: int, in_flight: set[int]):
+    def run(self, cols: tuple, seqs: np.ndarray, done: int, in_flight: set[int] | np.ndarray):
         """Replay a chunk's rows, given as columns (W, V, D, WT, ST, T); returns the index of
-        the row at which the run diverged. ``completed`` says how many rows are replayed (and
+        the row at which the run diverged. ``in_flight``: the versions jobs running or queued
+        after the chunk hold, a set or an array (repeats allowed: a bulk schedule's, one per
+        worker). ``completed`` says how many rows are replayed (and
         ``x``, ``version`` are theirs), also when a signal interrupts."""
         self.completed = 0
         W, V, D, WT, ST, T = cols
@@ -101,6 +103,8 @@ class Replay:
         """Each arrival's gradient and each step in turn (where a gradient costs more than the
         loop around it)."""
         grad, control = self.objective.grad, self.control
+        if isinstance(in_flight, np.ndarray):
+            in_flight = set(in_flight.tolist())
         W, V, _, WT, ST, T = cols
         rows = zip(W.tolist(), V.tolist(), WT.tolist(), ST.tolist(), T.tolist(), strict=True)
         A = np.flatnonzero(applied).tolist()
@@ -194,7 +198,11 @@ class Replay:
         reach = np.maximum.accumulate(need[:n_steps])
         # applied rows before each step's first row: a round's rows are a slice of A
         first = np.searchsorted(A, np.concatenate([[0], steps + 1]))
-        lo = min([K0, *in_flight, *(V[A].min(keepdims=True).tolist() if len(A) else [])])
+        if isinstance(in_flight, np.ndarray):
+            flight = [int(in_flight.min())] if len(in_flight) else []
+        else:
+            flight = list(in_flight)
+        lo = min([K0, *flight, *(V[A].min(keepdims=True).tolist() if len(A) else [])])
         if self.ring is None:
             self._ring_for(lo, K0 + n_steps)
             self.ring[K0 & self.mask] = x

@@ -30,7 +30,6 @@ from heapq import heappop, heappush, heapreplace
 import numpy as np
 import torch
 
-from pipeline.core.records import WRITER_ROWS
 from pipeline.engines.base import (
     BY_EXHAUSTION,
     BY_FAILURE,
@@ -203,9 +202,7 @@ class SimEngine:
         status, stopped_by, now, done = "failed", BY_EXHAUSTION, 0.0, 0
         resumed = checkpoints.loaded
         skip = 0  # a resumed run: the chunks its records hold (the schedule runs through them)
-        budget = control.budget_gradients
-        if budget is None or budget >= WRITER_ROWS:
-            self.recorder.start_writer()  # a long run: its rows are formatted beside it
+        self.recorder.expect(control.budget_gradients)  # a long run's rows: formatted beside it
         if resumed is None:
             control.start(replay.x)
         else:

@@ -24,6 +24,8 @@ CASES = {
     "pipeline/core/runs.py": RULES | {"report"},
     "pipeline/engines/rpc/server.py": {"real"},
     "pipeline/engines/sim.py": RULES,
+    "pipeline/engines/bulk.py": RULES,
+    "pipeline/core/eventwriter.py": RULES,
     "pipeline/engines/replay.py": RULES,
     "pipeline/engines/dispatch.py": RULES,
     "pipeline/core/methods/asgd.py": RULES,
