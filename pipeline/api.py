@@ -7,12 +7,13 @@ the MLflow UI, is docs/extending.md; the protocol's semantics are in the docstri
 **A method** is a :class:`ServerRule`: ``__init__(self, n_workers, lr, **its_keys)`` and
 ``on_gradient(worker, version) -> Decision``; a method whose decision is a stepsize of the
 worker and the delay alone, the worker going on at once, is a :class:`DelayRule`
-(``weight_for(worker, delay)``), which the event engine schedules in bulk. Engines tell a rule "a gradient computed at
-``version`` arrived from ``worker``" and carry out its :class:`Decision` in this order: add the
-gradient with coefficient ``weight`` (0 = discard); if ``step``, apply the sum (``scale``: one
-factor per worker, for rules that declare ``scales_steps``); cancel the jobs of the workers in
-``cancel``; give each worker in ``assign`` a job at the new version (queued FIFO behind a
-running one). A rule that declares ``reads_iterates`` may call ``self.iterates`` (an
+(``weight_for(worker, delay)``), which the event engine schedules in bulk. Engines tell a rule
+"a gradient computed at ``version`` arrived from ``worker``" and carry out its
+:class:`Decision` in this order: add the gradient with coefficient ``weight`` (0 = discard); if
+``step``, apply the sum (``scale``: one factor per worker, for rules that declare
+``scales_steps``); cancel the jobs of the workers in ``cancel``; give each worker in ``assign``
+a job at the new version (queued FIFO behind a running one). A rule that declares
+``reads_iterates`` may call ``self.iterates`` (an
 :class:`IterateView`) inside ``on_gradient``.
 
 What a rule may assume of every engine (the event engine, ``engine=sim``, and real processes,
@@ -37,4 +38,12 @@ from models.objectives.base import DataObjective, Objective
 from models.objectives.modules import ModuleObjective
 from pipeline.core.methods.base import Decision, DelayRule, IterateView, ServerRule
 
-__all__ = ["DataObjective", "Decision", "DelayRule", "IterateView", "ModuleObjective", "Objective", "ServerRule"]
+__all__ = [
+    "DataObjective",
+    "Decision",
+    "DelayRule",
+    "IterateView",
+    "ModuleObjective",
+    "Objective",
+    "ServerRule",
+]

@@ -8,10 +8,11 @@ its standard input, each a header of two int64 (kind, m):
 - kind 1: a sync: it answers the file's size as one int64 on its standard output.
 
 A thread reads the messages as they come (a run does not wait for the formatting); the rows
-are written in the order they were sent. It ends when its input closes, after writing every row it was sent, so the rows of a run that
-dies are on disk; it holds the file's lock (``flock``) until then, so that a resumed run waits
-for it before it cuts the file back. It ignores SIGINT and SIGTERM: a Ctrl-C or a signal to the run's process
-group reaches the run, which closes the pipe when it is done with its records.
+are written in the order they were sent. It ends when its input closes, after writing every
+row it was sent, so the rows of a run that dies are on disk; it holds the file's lock
+(``flock``) until then, so that a resumed run waits for it before it cuts the file back. It
+ignores SIGINT and SIGTERM: a Ctrl-C or a signal to the run's process group reaches the run,
+which closes the pipe when it is done with its records.
 
     python -m pipeline.core.eventwriter PATH
 """

@@ -150,7 +150,6 @@ class JobTimes:
         return block.pop()
 
 
-
 class BulkDraws:
     """Durations for many workers at once, the same as :meth:`JobTimes.next` gives one by one
     (each worker's own stream, in order): a block of ``block`` durations per worker, refilled

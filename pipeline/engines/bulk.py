@@ -68,7 +68,9 @@ class BulkSchedule:
         self.pool_w = np.zeros(0, dtype=np.int64)
         self.pool_s = np.zeros(0, dtype=np.int64)
         start = np.asarray(rule.start(), dtype=np.int64)
-        if len(np.unique(start)) != len(start) or (len(start) and not 0 <= start.min() <= start.max() < n):
+        if len(np.unique(start)) != len(start) or (
+            len(start) and not 0 <= start.min() <= start.max() < n
+        ):
             raise ValueError(f"rule {rule.name}: start() must give distinct workers in [0, {n})")
         self.started = np.zeros(n, dtype=bool)
         self.started[start] = True
@@ -127,7 +129,8 @@ class BulkSchedule:
         W, T, S = self.pool_w[take], self.pool_t[take], self.pool_s[take]
         rest = np.ones(len(self.pool_t), dtype=bool)
         rest[take] = False
-        self.pool_t, self.pool_w, self.pool_s = self.pool_t[rest], self.pool_w[rest], self.pool_s[rest]
+        self.pool_t, self.pool_w, self.pool_s = (a[rest] for a in (self.pool_t, self.pool_w,
+                                                                    self.pool_s))  # fmt: skip
         return W, T, S
 
     # -- decisions ---------------------------------------------------------------------------------

@@ -11,6 +11,11 @@ cancellations) does not depend on the iterates. So:
 2. **replay** (:class:`pipeline.engines.replay.Replay`): the iterates, computed from the rows,
    batched where it pays; evaluation and divergence happen there.
 
+For a :class:`~pipeline.core.methods.base.DelayRule` (asynchronous SGD and its stepsizes) on
+emulated job times the schedule needs no heap: the arrivals are a merge of the workers' own
+streams of durations, computed a chunk at a time with arrays (:mod:`pipeline.engines.bulk`),
+with the same chunks and rows as the heap's (``BULK = False`` gives the heap for every rule).
+
 Records are written from each chunk's arrays. Memory stays bounded: a chunk's rows, plus the
 iterates that jobs in flight or later rows still need.
 
@@ -79,7 +84,8 @@ class SimEngine:
             self.rule.iterates = SimIterates(self.replay)
         self.checkpoints = Checkpoints()  # the runner's, where the run has a folder
         #: the schedule in bulk (:mod:`pipeline.engines.bulk`) where the rule allows it
-        self.bulk = (BULK if bulk is None else bulk) and not self.lockstep and bulk_applies(self.rule, self.times)
+        bulk = BULK if bulk is None else bulk
+        self.bulk = bulk and not self.lockstep and bulk_applies(self.rule, self.times)
 
     @classmethod
     def create(cls, exp, control: RunControl, trace_iterates: bool = False) -> SimEngine:

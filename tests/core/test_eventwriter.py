@@ -47,7 +47,7 @@ def test_the_writer_writes_the_same_file(tmp_path):
     chunks = [_columns(m, s) for s, m in enumerate([5000, 1, 70000, 3])]
     inproc, s1 = _write(tmp_path / "a", chunks, writer=False)
     child, s2 = _write(tmp_path / "b", chunks, writer=True)
-    a, b = (tmp_path / "a" / "events.csv").read_bytes(), (tmp_path / "b" / "events.csv").read_bytes()
+    a, b = ((tmp_path / d / "events.csv").read_bytes() for d in "ab")
     assert a == b and len(a.splitlines()) == 1 + 75004
     assert s1 == s2 and s2["events_bytes"] == len(b)  # a checkpoint's size: what is on disk
     assert (inproc.n_events, inproc.n_applied, inproc.max_delay, inproc.sum_delay) == (

@@ -64,7 +64,7 @@ def test_the_bulk_schedule_writes_the_heap_s_records(tmp_path, monkeypatch, meth
                      f"topology.noise={noise}", "budget.gradients=3000")  # fmt: skip
     out, used = _both(tmp_path, cfg, monkeypatch, chunk=100)  # 3000: the last chunk is full
     assert used == [True, False]
-    (s_bulk, bulk), (s_heap, heap) = out[True], out[False]
+    (s_bulk, bulk), (_, heap) = out[True], out[False]
     assert s_bulk["gradients"] == 3000 and s_bulk["status"] == "finished"
     for f in RECORDS:
         assert bulk[f] == heap[f], f
@@ -93,7 +93,8 @@ def test_a_time_budget_met_by_a_full_chunk(tmp_path, monkeypatch):
     """Times 1 .. 5 with no noise: 40 + 20 + 13 + 10 + 8 = 91 arrivals by t = 40.0; chunks of 91
     fill exactly, and the run stops on the next, empty one, as the heap does."""
     cfg = _quadratic("optimizer=asgd", "topology=linear", "topology.n_workers=5",
-                     "topology.noise=none", "budget.gradients=null", "budget.time=40.0")  # fmt: skip
+                     "topology.noise=none", "budget.gradients=null",
+                     "budget.time=40.0")  # fmt: skip
     out, _ = _both(tmp_path, cfg, monkeypatch, chunk=91)
     assert out[True][0]["gradients"] == 91 and out[True][0]["stopped_by"] == "budget.time"
     for f in RECORDS:
@@ -198,8 +199,9 @@ def test_which_rules_are_scheduled_in_bulk(tmp_path):
 
     assert not bulk_applies(AsyncSGD(3, 0.1), TraceTimes.__new__(TraceTimes))
     for name in ("malenia", "picky"):
-        cfg = _quadratic(f"optimizer={name}", "topology=sqrt", "topology.n_workers=3",
-                         "budget.gradients=100")
+        cfg = _quadratic(
+            f"optimizer={name}", "topology=sqrt", "topology.n_workers=3", "budget.gradients=100"
+        )
         assert not bulk_applies(build_experiment(cfg).rule, times), name
 
 
