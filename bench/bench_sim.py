@@ -9,7 +9,9 @@ Cases (each in a fresh process, so peak memory is its own):
 - ``scale``: ``--workers`` workers (default 10,000), tau_i = sqrt(i), exponential times, a
   10-dimensional noisy quadratic, ``--events`` events (default 1,000,000), ``--method``
   (asgd, rennala with cancel, ringmaster with cancel; ``--batch S`` sets Rennala's S):
-  events per second, peak memory.
+  events per second, peak memory; interleaved (``--scale-repeats``, default 3) with the plain
+  numpy heap loop (bench/plain_loop.py; asgd) and the engine on its heap schedule (asgd: the
+  bulk schedule's gain), unless ``--no-loop`` / ``--no-heap``.
 - ``agreement``: the paper experiment for 8,000 gradients (asgd, asgd_adaptive) on the CPU and on
   the GPU: the final F - F* of each (needs CUDA).
 
@@ -64,6 +66,7 @@ def compose(*overrides):
 
 
 UNFUSED = False  # --unfused: the GPU's batched rounds in the CPU's per-round form (comparison)
+LAST_BULK = [None]  # whether the last engine run scheduled in bulk
 
 
 def engine_seconds(cfg):
@@ -79,7 +82,8 @@ def engine_seconds(cfg):
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         res = eng.run()
-        rec.close()  # the records are part of the engine's cost
+        rec.close()  # the records are part of the engine's cost (the writer's too)
+        LAST_BULK[0] = eng.bulk
         if exp.objective.device.type == "cuda":
             torch.cuda.synchronize()
         return time.perf_counter() - t0, res, eng.replay.batched
@@ -155,15 +159,34 @@ def overhead(repeats: int, device: str) -> dict:
 
 SCALE_UNITS = {
     "events": "count",
+    "repeats": "count",
     "seconds": "s",
     "events_per_s": "events/s",
+    "seconds_median": "s",
     "seconds_with_build": "s",
     "peak_rss_mib": "MiB",
     "rss_growth_mib": "MiB",
+    "writer_peak_rss_mib": "MiB",
+    "loop_seconds": "s",
+    "loop_events_per_s": "events/s",
+    "over_loop": "ratio",
+    "over_loop_median": "ratio",
+    "heap_seconds": "s",
+    "heap_events_per_s": "events/s",
+    "bulk_over_heap": "ratio",
 }
 
 
-def scale(events: int, workers: int, method: str, batch: int | None = None) -> dict:
+def scale(events: int, workers: int, method: str, batch: int | None = None, repeats: int = 1,
+          loop: bool = True, heap: bool = True) -> dict:  # fmt: skip
+    """The engine (records included) on the scale case, best of ``repeats``; interleaved with
+    the plain numpy heap loop (bench/plain_loop.py, asgd only) and the engine with its heap
+    schedule (``sim.BULK = False``: the bulk schedule's gain, for the rules that have one). The
+    peak memory is the process's after its first engine run (before any comparison ran), and
+    the events writer's, a child process (pipeline/core/eventwriter.py)."""
+    import pipeline.engines.sim as sim
+    from bench.plain_loop import plain_loop
+
     torch.set_num_threads(1)
     extra = [f"optimizer.batch={batch}"] if batch else []
     cfg = compose(
@@ -171,19 +194,41 @@ def scale(events: int, workers: int, method: str, batch: int | None = None) -> d
         "optimizer.lr=1e-4", "topology=sqrt", f"topology.n_workers={workers}",
         "topology.noise=exponential", f"budget.gradients={events}",
     )  # fmt: skip
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    t0 = time.perf_counter()
-    seconds, res, _ = engine_seconds(cfg)
-    total = time.perf_counter() - t0
-    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {
-        "events": res.gradients,
-        "seconds": seconds,
-        "events_per_s": res.gradients / seconds,
-        "seconds_with_build": total,
-        "peak_rss_mib": rss1 / 1024,
-        "rss_growth_mib": (rss1 - rss0) / 1024,
-    }
+    out: dict = {"repeats": repeats}
+    eng, lp, hp = [], [], []
+    bulk = None
+    for r in range(repeats):
+        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        t0 = time.perf_counter()
+        seconds, res, _ = engine_seconds(cfg)
+        total = time.perf_counter() - t0
+        eng.append(seconds)
+        if r == 0:
+            rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+            out.update(events=res.gradients, seconds_with_build=total,
+                       peak_rss_mib=rss1 / 1024, rss_growth_mib=(rss1 - rss0) / 1024,
+                       writer_peak_rss_mib=child / 1024)  # fmt: skip
+            bulk = LAST_BULK[0]
+        if loop and method == "asgd":
+            lp.append(plain_loop(workers, events)[0])
+        if heap and bulk:
+            sim.BULK = False
+            try:
+                hp.append(engine_seconds(cfg)[0])
+            finally:
+                sim.BULK = True
+    out.update(schedule="bulk" if bulk else "heap", seconds=min(eng),
+               events_per_s=out["events"] / min(eng),
+               seconds_median=float(np.median(eng)))  # fmt: skip
+    if lp:
+        out.update(loop_seconds=min(lp), loop_events_per_s=events / min(lp),
+                   over_loop=min(lp) / min(eng),
+                   over_loop_median=float(np.median(lp) / np.median(eng)))  # fmt: skip
+    if hp:
+        out.update(heap_seconds=min(hp), heap_events_per_s=events / min(hp),
+                   bulk_over_heap=min(hp) / min(eng))  # fmt: skip
+    return out
 
 
 AGREEMENT_UNITS = {"gradients": "count", "suboptimality_cpu": "F - F*",
@@ -234,6 +279,9 @@ def main(argv: list[str] | None = None) -> dict | None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--case", choices=["overhead", "scale", "agreement", "all"], default="all")
     p.add_argument("--unfused", action="store_true", help="GPU: rounds in the per-round form")
+    p.add_argument("--scale-repeats", type=int, default=3, help="scale: interleaved repeats")
+    p.add_argument("--no-loop", action="store_true", help="scale: without the plain loop")
+    p.add_argument("--no-heap", action="store_true", help="scale: without the heap schedule")
     p.add_argument("--out", default=None, help="a .json file, or a folder (default bench/results)")
     a = p.parse_args(argv)
     global UNFUSED
@@ -243,11 +291,16 @@ def main(argv: list[str] | None = None) -> dict | None:
             p.error("--case all writes one file per case: give --out a folder")
         out = [] if a.out is None else ["--out", str(a.out)]
         runs = [["--case", "overhead", "--repeats", str(a.repeats)]]
-        runs += [["--case", "scale", "--method", m] for m in METHODS]
+        runs += [["--case", "scale", "--method", "asgd"]]
+        one = ["--scale-repeats", "1"]
+        runs += [["--case", "scale", "--method", m, *one] for m in METHODS if m != "asgd"]
         # S = 100 restarts 10,000 workers every 100 arrivals: a tenth of the events is plenty
         small = ["--events", str(min(a.events, SMALL_S_EVENTS))]
-        runs += [["--case", "scale", "--method", "rennala_cancel", "--batch", "100", *small]]
-        runs += [["--case", "scale", "--workers", "100000"]]
+        runs += [["--case", "scale", "--method", "rennala_cancel", "--batch", "100", *small,
+                  *one]]  # fmt: skip
+        runs += [["--case", "scale", "--workers", "100000", *one]]
+        runs += [["--case", "scale", "--workers", "1000000", "--events", "10000000", *one,
+                  "--no-heap"]]  # fmt: skip
         for extra in runs:
             if a.events != DEFAULT_EVENTS and "--events" not in extra:
                 extra += ["--events", str(a.events)]
@@ -262,9 +315,12 @@ def main(argv: list[str] | None = None) -> dict | None:
         figures, units = agreement(), AGREEMENT_UNITS
     else:
         params = {"method": a.method, "workers": a.workers, "events": a.events,
-                  "batch": a.batch}  # fmt: skip
+                  "batch": a.batch, "repeats": a.scale_repeats, "loop": not a.no_loop,
+                  "heap": not a.no_heap}  # fmt: skip
         m = Measurement("bench_sim", argv, a.case, params)
-        figures, units = scale(a.events, a.workers, a.method, a.batch), SCALE_UNITS
+        figures = scale(a.events, a.workers, a.method, a.batch, a.scale_repeats,
+                        not a.no_loop, not a.no_heap)  # fmt: skip
+        units = SCALE_UNITS
     record = m.finish(figures, units)
     print(json.dumps(figures))
     write(out_file(a.out, default_name(a)), record)

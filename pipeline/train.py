@@ -28,7 +28,7 @@ from omegaconf import DictConfig
 # quiet torch's C++ warnings (e.g. TensorPipe's "eof" when a worker leaves); set before torch loads
 os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
 
-from pipeline import CONF_DIR, ConfigError, RunError, Terminated  # noqa: E402
+from pipeline import CONF_DIR, ConfigError, RunError, Terminated, defer_signal  # noqa: E402
 from pipeline.compose.keys import job_key
 from pipeline.compose.preflight import preflight
 from pipeline.compose.schema import register
@@ -107,9 +107,9 @@ def _on_signal(signum, frame):
     killed); a second one while that cleanup runs exits at once."""
     for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(s, _second_signal)
-    if signum == signal.SIGINT:
-        raise KeyboardInterrupt
-    raise Terminated(signum)
+    exc = KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum)
+    if not defer_signal(exc):  # inside a store write: raised when the write is done
+        raise exc
 
 
 def _second_signal(signum, frame):

@@ -196,3 +196,46 @@ def test_the_rule_passes_the_conformance_kit():
     assert {"decision", "delay", "version", "progress", "lost worker", "describe",
             "updates_per_gradient", "determinism", "plain loop"} <= set(names)  # fmt: skip
     assert all(c.status == PASS for c in report.checks), report.text()
+
+
+def test_the_rule_as_a_delay_rule_is_scheduled_in_bulk_with_the_same_records(tmp_path,
+                                                                            monkeypatch):  # fmt: skip
+    """docs/extending.md, "The same rule as a DelayRule": the plugin's rule written as a
+    :class:`DelayRule` runs on the bulk schedule and writes the records of the plugin's own
+    ServerRule, which takes the heap."""
+    from pipeline.api import DelayRule
+    from pipeline.engines import sim
+
+    class DelayCapped(DelayRule):  # as the doc writes it
+        name = "delay_capped"
+        per_worker = False  # the weight depends on the delay only
+
+        def __init__(self, n_workers: int, lr: float, cap: float = 4.0):
+            super().__init__(n_workers, lr)
+            self.cap = float(cap)
+
+        def weight_for(self, worker: int, delay: int) -> float:
+            return self.lr / (1.0 + delay / self.cap)
+
+        def describe(self) -> dict[str, object]:
+            return {"lr": self.lr, "cap": self.cap}
+
+    used = []
+    real_init = sim.SimEngine.__init__
+
+    def init(self, exp, *a, **k):
+        if swap:
+            exp.rule = DelayCapped(exp.rule.n, exp.rule.lr, exp.rule.cap)
+        real_init(self, exp, *a, **k)
+        used.append(self.bulk)
+
+    monkeypatch.setattr(sim.SimEngine, "__init__", init)
+    cfg = compose_plugin("optimizer=delay_capped", "optimizer.lr=0.01", "optimizer.cap=3",
+                         "~experiment", "objective=noisy_quadratic", "dataset=none",
+                         "topology=sqrt", "topology.n_workers=20", "topology.noise=exponential",
+                         "budget.gradients=2000", "eval_every=50", "tracking=none")  # fmt: skip
+    for swap in (False, True):
+        run_experiment(cfg, tmp_path / str(swap))
+    assert used == [False, True]
+    for f in ("events.csv", "history.csv", "summary.json"):
+        assert (tmp_path / "False" / f).read_bytes() == (tmp_path / "True" / f).read_bytes(), f

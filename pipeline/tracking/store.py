@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager
 
+from pipeline import signals_deferred
 from pipeline.compose.store import resolve_uri, sqlite_path
 from pipeline.tracking.logs import quiet_library_logs
 
@@ -100,7 +101,8 @@ def retrying(fn: Callable, attempts: int = 10, first: float = 0.05, cap: float =
 
 
 class RetryingClient:
-    """An MlflowClient whose calls retry while sqlite is locked by another process."""
+    """An MlflowClient whose calls retry while sqlite is locked by another process, and are
+    not cut by a run's signal (it is raised when the call returns)."""
 
     def __init__(self, client):
         self._client = client
@@ -113,7 +115,15 @@ class RetryingClient:
             return attr
         # a concurrent run may insert the same dataset between MLflow's check and its insert
         also = ("UNIQUE constraint failed",) if name == "log_inputs" else ()
-        return retrying(attr, also=also)
+        call = retrying(attr, also=also)
+
+        def deferred(*args, **kwargs):
+            # a run's signal waits for the call: cut inside a transaction, it would leave the
+            # sqlite store locked for the run's own finish (pipeline.signals_deferred)
+            with signals_deferred():
+                return call(*args, **kwargs)
+
+        return deferred
 
 
 def client_for(uri: str | None = None) -> RetryingClient:
