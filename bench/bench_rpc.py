@@ -8,8 +8,8 @@ Cases:
   process: the loop, the RPC threads, the apply), for asgd and for minibatch.
 - ``paper``: the paper problem (least squares 10000 x 400, batch 256), 4 workers, native,
   asgd: gradients per second (compare: ``python bench/bare_rpc_ps.py --workers 4``).
-- ``emulated``: 20 ms jobs (homogeneous, no noise, time_scale 0.02), 4 workers: throughput
-  against n / 20 ms.
+- ``emulated``: 20 ms jobs (homogeneous, no noise, time_scale 0.02), 4 workers (``--workers``,
+  e.g. 40: ``bench_rpc-emulated-w40.json``): throughput against n / 20 ms.
 - ``gpu``: the cnn objective (digits), 4 workers sharing one GPU, native (``--device cpu``: the
   same on the CPU, the baseline).
 ``--runs N`` repeats the paper, emulated and gpu cases (one record, every run in it).
@@ -184,8 +184,10 @@ PARAMS = {  # the fixed settings of each case, for its record
 }
 
 
-def default_name(case: str, device: str) -> str:
-    return f"bench_rpc-gpu-{device}.json" if case == "gpu" else f"bench_rpc-{case}.json"
+def default_name(case: str, device: str, workers: int | None = None) -> str:
+    if case == "gpu":
+        return f"bench_rpc-gpu-{device}.json"
+    return f"bench_rpc-{case}" + (f"-w{workers}" if workers else "") + ".json"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -197,6 +199,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seconds", type=float, default=10)
     p.add_argument("--runs", type=int, default=1, help="paper, emulated, gpu: repeats")
     p.add_argument("--device", default="cuda", help="gpu case: cuda, or cpu for its baseline")
+    p.add_argument("--workers", type=int, default=None, help="emulated: workers (default 4)")
     p.add_argument("--out", default=None, help="a .json file, or a folder (default bench/results)")
     a = p.parse_args(argv)
     if a.case == "all" and a.out is not None and str(a.out).endswith(".json"):
@@ -213,14 +216,19 @@ def main(argv: list[str] | None = None) -> None:
             params["runs"] = a.runs
         if c == "gpu":
             params["device"] = a.device
+        workers = a.workers if c == "emulated" else None
+        if workers:
+            params["workers"] = workers
         m = Measurement("bench_rpc", sub, c, params)
         if c == "transport":
             figures = transport(a.seconds)
         elif c == "gpu":
             figures = gpu(a.seconds, a.runs, device=a.device)
+        elif c == "emulated":
+            figures = emulated(a.seconds, a.runs, workers or 4)
         else:
-            figures = {"paper": paper, "emulated": emulated}[c](a.seconds, a.runs)
-        write(out_file(a.out, default_name(c, a.device)), m.finish(figures, RUN_UNITS))
+            figures = paper(a.seconds, a.runs)
+        write(out_file(a.out, default_name(c, a.device, workers)), m.finish(figures, RUN_UNITS))
 
 
 if __name__ == "__main__":
