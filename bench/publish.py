@@ -902,6 +902,30 @@ def nonconvex_share(records: Records) -> str:
     return f"{f1(nc['minutes'])} of the full profile's {f1(f['total_min'])} minutes ({day(rec)})"
 
 
+STUDY_PROFILE = (
+    "study_profile-full.json",
+    "python bench/study_profile.py --results <the kept clone>/results/full "
+    "--study bench/results/bench_study-full.json",
+)
+
+
+def study_profile_table(records: Records) -> str:
+    name, cmd = STUDY_PROFILE
+    rec = records.get(name)
+    if rec is None:
+        return missing_table(cmd)
+    f = rec["figures"]
+    t = Table(records, ["stage", "runs", "seconds inside runs", "stage: wall s x jobs",
+                        "share of the stage inside runs"])  # fmt: skip
+    ref = t.cite(name)
+    for r in f["rows"]:
+        label = r["stage"] + (f" ({r['part']})" if r["part"] else "")
+        t.add(label, n0(r["runs"]), n0(r["run_s"]),
+              f"{n0(r['stage_s'])} x {r['jobs']} = {n0(r['capacity_s'])}", f3(r["in_runs"]),
+              ref)  # fmt: skip
+    return t.render()
+
+
 # ------------------------------------------------------------------------------------ blocks
 
 
@@ -923,6 +947,7 @@ BLOCKS: dict[str, dict[str, Block]] = {
         "gpu-us-per-gradient": Block(lambda r, g: gpu_us_per_gradient(g), inline=True),
         "study": Block(lambda r, g: study_table(r)),
         "nonconvex-share": Block(lambda r, g: nonconvex_share(r), inline=True),
+        "study-profile": Block(lambda r, g: study_profile_table(r)),
         "tests": Block(lambda r, g: tests_table(r)),
         "drill": Block(lambda r, g: drill_table(r)),
     },
