@@ -445,3 +445,32 @@ def test_bench_tests_times_pytest_in_a_fresh_clone(tmp_path):
     assert check_record(rec) == []
     assert rec["params"]["where"] == "fresh clone"
     assert rec["figures"]["passed"] == 1 and rec["figures"]["exit_code"] == 0
+
+
+def test_study_profile_sums_the_runs_of_each_stage(tmp_path):
+    """bench/study_profile.py: per stage, the runs' seconds (run.json) against the stage's wall
+    time times its jobs; the non-convex stage split by problem."""
+    from bench.study_profile import profile
+
+    def run(path, seconds):
+        path.mkdir(parents=True)
+        (path / "run.json").write_text(json.dumps({"wall_time_s": seconds}))
+
+    res = tmp_path / "full"
+    run(res / "tuning" / "asgd" / "r0" / "0", 3.0)
+    run(res / "tuning" / "asgd" / "r0" / "1", 5.0)
+    run(res / "nonconvex" / "cnn_digits" / "0", 40.0)
+    run(res / "nonconvex" / "mlp_mnist1d" / "0", 20.0)
+    run(res / "nonconvex" / "mlp_mnist1d" / "1", None)  # a reused job: no time of its own
+    study = {"figures": {"study_jobs": 2, "total_s": 100.0, "stages": [
+        {"stage": "data", "seconds": 1.0}, {"stage": "tune", "seconds": 10.0},
+        {"stage": "nonconvex", "seconds": 50.0}]}}  # fmt: skip
+    f = profile(res, study)
+    rows = [(r["stage"], r["part"], r["runs"], r["run_s"], r["capacity_s"], r["in_runs"])
+            for r in f["rows"]]  # fmt: skip
+    assert rows == [
+        ("tune", "", 2, 8.0, 20.0, 0.4),
+        ("nonconvex", "cnn_digits", 1, 40.0, 100.0, 0.6),
+        ("nonconvex", "mlp_mnist1d", 2, 20.0, 100.0, 0.6),
+    ]
+    assert f["total_run_s"] == 68.0 and f["jobs"] == 2
