@@ -67,13 +67,36 @@ def compose(*overrides):
 
 UNFUSED = False  # --unfused: the GPU's batched rounds in the CPU's per-round form (comparison)
 LAST_BULK = [None]  # whether the last engine run scheduled in bulk
+WRITER_PEAK = [0.0]  # the last engine run's events writer: its peak resident memory (MiB)
 
 
-def engine_seconds(cfg):
+def _peak_mib(pid: int) -> float:
+    """A live process's peak resident memory (VmHWM: since its exec, so not the parent's pages
+    that a child shares between fork and exec, which getrusage's children maximum counts)."""
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+class _NoEvents(RunRecorder):
+    """A recorder that drops the event rows (the engine's cost without its events.csv)."""
+
+    def write_columns(self, columns: tuple) -> None:
+        pass
+
+    def start_writer(self) -> None:
+        pass
+
+
+def engine_seconds(cfg, events: bool = True):
     """(seconds, the run's result, whether the replay batched) of one engine run."""
     exp = build_experiment(cfg)
     with tempfile.TemporaryDirectory() as d:
-        rec = RunRecorder(d)
+        rec = RunRecorder(d) if events else _NoEvents(d)
         control = RunControl(exp.evaluator, rec, 10**12, cfg.budget.gradients, None)
         eng = SimEngine(exp, control)
         if UNFUSED:
@@ -82,6 +105,7 @@ def engine_seconds(cfg):
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         res = eng.run()
+        WRITER_PEAK[0] = _peak_mib(rec._writer.proc.pid) if rec._writer else 0.0
         rec.close()  # the records are part of the engine's cost (the writer's too)
         LAST_BULK[0] = eng.bulk
         if exp.objective.device.type == "cuda":
@@ -174,16 +198,20 @@ SCALE_UNITS = {
     "heap_seconds": "s",
     "heap_events_per_s": "events/s",
     "bulk_over_heap": "ratio",
+    "no_events_seconds": "s",
+    "no_events_over_loop": "ratio",
 }
 
 
 def scale(events: int, workers: int, method: str, batch: int | None = None, repeats: int = 1,
           loop: bool = True, heap: bool = True) -> dict:  # fmt: skip
     """The engine (records included) on the scale case, best of ``repeats``; interleaved with
-    the plain numpy heap loop (bench/plain_loop.py, asgd only) and the engine with its heap
+    the plain numpy heap loop (bench/plain_loop.py, asgd only; and the engine with its event
+    rows dropped, what the records cost) and the engine with its heap
     schedule (``sim.BULK = False``: the bulk schedule's gain, for the rules that have one). The
     peak memory is the process's after its first engine run (before any comparison ran), and
-    the events writer's, a child process (pipeline/core/eventwriter.py)."""
+    the events writer's, a child process (pipeline/core/eventwriter.py), read from /proc before
+    it ends."""
     import pipeline.engines.sim as sim
     from bench.plain_loop import plain_loop
 
@@ -195,7 +223,7 @@ def scale(events: int, workers: int, method: str, batch: int | None = None, repe
         "topology.noise=exponential", f"budget.gradients={events}",
     )  # fmt: skip
     out: dict = {"repeats": repeats}
-    eng, lp, hp = [], [], []
+    eng, lp, hp, nr = [], [], [], []
     bulk = None
     for r in range(repeats):
         rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -205,13 +233,14 @@ def scale(events: int, workers: int, method: str, batch: int | None = None, repe
         eng.append(seconds)
         if r == 0:
             rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
             out.update(events=res.gradients, seconds_with_build=total,
                        peak_rss_mib=rss1 / 1024, rss_growth_mib=(rss1 - rss0) / 1024,
-                       writer_peak_rss_mib=child / 1024)  # fmt: skip
+                       writer_peak_rss_mib=WRITER_PEAK[0])  # fmt: skip
             bulk = LAST_BULK[0]
         if loop and method == "asgd":
             lp.append(plain_loop(workers, events)[0])
+        if loop and method == "asgd":
+            nr.append(engine_seconds(cfg, events=False)[0])
         if heap and bulk:
             sim.BULK = False
             try:
@@ -225,6 +254,8 @@ def scale(events: int, workers: int, method: str, batch: int | None = None, repe
         out.update(loop_seconds=min(lp), loop_events_per_s=events / min(lp),
                    over_loop=min(lp) / min(eng),
                    over_loop_median=float(np.median(lp) / np.median(eng)))  # fmt: skip
+    if nr:
+        out.update(no_events_seconds=min(nr), no_events_over_loop=min(lp) / min(nr))
     if hp:
         out.update(heap_seconds=min(hp), heap_events_per_s=events / min(hp),
                    bulk_over_heap=min(hp) / min(eng))  # fmt: skip

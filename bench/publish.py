@@ -276,6 +276,8 @@ def sim_table(records: Records) -> str:
             if "heap_events_per_s" in f
             else ""
         )
+        if "no_events_over_loop" in f:
+            heap += f"; without its events.csv {f2(f['no_events_over_loop'])}x the loop"
         t.add(
             case,
             f"**{f2(f['over_loop'])}x** (best of {f['repeats']} interleaved; median "
